@@ -1,0 +1,347 @@
+"""Entering users into campaigns, advancing their cursors step by step, and ending cursors.
+
+The audience of a campaign is the users in all of its segments and in none of its excluded ones,
+read from segment memberships. Entering and exiting are set-based statements over that audience,
+for everyone or for one user; advancing a cursor replays its flow (campaigns.flow) and performs the
+next steps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+
+from django.db import connection, transaction
+from django.utils import timezone
+
+from segflow.config import CampaignDef, Config
+from segflow.models import OutboxEmail, User
+from segflow.outbox import EmailOrigin, queue_email
+from segments.models import Segment
+
+from .flow import (
+    FlowDiverged,
+    FlowFailed,
+    FlowRun,
+    RecordedStep,
+    SendEmail,
+    SendEmailResult,
+    Step,
+    Wait,
+)
+from .models import Campaign, Cursor, CursorStep
+
+logger = logging.getLogger(__name__)
+
+# A flow that sends this many emails without ever waiting is looping: stop it.
+MAX_STEPS_PER_ADVANCE = 100
+
+
+# ---------------------------------------------------------------------------------------------
+# The audience.
+
+
+def _audience_sql(campaign: Campaign, segment_ids: dict[str, int], user_id: str | None):
+    include = [segment_ids[name] for name in campaign.segments]
+    exclude = [segment_ids[name] for name in campaign.exclude_segments]
+    sql = f"SELECT m.user_id FROM segment_memberships m WHERE m.segment_id IN ({_marks(include)})"
+    params: list = list(include)
+    if user_id is not None:
+        sql += " AND m.user_id = %s"
+        params.append(user_id)
+    if exclude:
+        sql += (
+            " AND NOT EXISTS (SELECT 1 FROM segment_memberships x WHERE x.user_id = m.user_id "
+            f"AND x.segment_id IN ({_marks(exclude)}))"
+        )
+        params += exclude
+    sql += " GROUP BY m.user_id HAVING COUNT(*) = %s"
+    params.append(len(include))
+    return sql, params
+
+
+def _marks(values: list) -> str:
+    return ", ".join(["%s"] * len(values))
+
+
+def _segment_ids() -> dict[str, int]:
+    return dict(Segment.objects.values_list("name", "id"))
+
+
+def _insert_ignore() -> str:
+    return "INSERT OR IGNORE" if connection.vendor == "sqlite" else "INSERT IGNORE"
+
+
+@dataclass(frozen=True)
+class AudienceChange:
+    entered: int
+    exited: int
+
+
+def reconcile_campaign(campaign: Campaign, now: datetime, user_id: str | None = None) -> AudienceChange:
+    """Enter the audience's users who have no place in the campaign; in a dynamic campaign, end
+    the cursors of users who left it and let finished ones back in later.
+
+    Everyone, or only `user_id`. New cursors are due at once; `run_new_cursors` starts them.
+    """
+    if not campaign.active:
+        return AudienceChange(0, 0)
+    segment_ids = _segment_ids()
+    audience, audience_params = _audience_sql(campaign, segment_ids, user_id)
+    stamp = connection.ops.adapt_datetimefield_value(now)
+    user_filter, user_params = (" AND user_id = %s", [user_id]) if user_id is not None else ("", [])
+    exited = 0
+    with connection.cursor() as cursor:
+        if campaign.behavior == Campaign.Behavior.DYNAMIC:
+            cursor.execute(
+                "UPDATE campaign_cursors SET status = %s, entry_key = NULL, due_at = NULL, "
+                "ended_at = %s, updated_at = %s, end_reason = %s "
+                f"WHERE campaign_id = %s AND status = %s{user_filter} "
+                f"AND user_id NOT IN ({audience})",
+                [Cursor.Status.EXITED, stamp, stamp, "the user no longer matches the campaign's segments",
+                 campaign.pk, Cursor.Status.ACTIVE, *user_params, *audience_params],
+            )
+            exited = max(cursor.rowcount, 0)
+            cursor.execute(
+                "UPDATE campaign_cursors SET entry_key = NULL, updated_at = %s "
+                f"WHERE campaign_id = %s AND status <> %s AND entry_key IS NOT NULL{user_filter} "
+                f"AND user_id NOT IN ({audience})",
+                [stamp, campaign.pk, Cursor.Status.ACTIVE, *user_params, *audience_params],
+            )
+        cursor.execute(
+            f"{_insert_ignore()} INTO campaign_cursors (campaign_id, user_id, status, entry_key, "
+            "step_count, due_at, created_at, updated_at, end_reason, error) "
+            f"SELECT %s, a.user_id, %s, a.user_id, 0, %s, %s, %s, '', '' FROM ({audience}) a "
+            "WHERE NOT EXISTS (SELECT 1 FROM campaign_cursors c "
+            "WHERE c.campaign_id = %s AND c.entry_key = a.user_id)",
+            [campaign.pk, Cursor.Status.ACTIVE, stamp, stamp, stamp, *audience_params, campaign.pk],
+        )
+        entered = max(cursor.rowcount, 0)
+    return AudienceChange(entered=entered, exited=exited)
+
+
+def campaigns_using(segment_ids: set[int]) -> list[Campaign]:
+    """Active campaigns whose segments or excluded segments include any of `segment_ids`."""
+    names = set(Segment.objects.filter(pk__in=segment_ids).values_list("name", flat=True))
+    return [
+        c for c in Campaign.objects.filter(active=True)
+        if names & (set(c.segments) | set(c.exclude_segments))
+    ]
+
+
+def new_cursor_ids(user_id: str) -> list[int]:
+    """The user's cursors that have not run a step yet."""
+    return list(
+        Cursor.objects.filter(user_id=user_id, status=Cursor.Status.ACTIVE, step_count=0)
+        .values_list("pk", flat=True)
+    )
+
+
+def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:
+    """Deactivate a campaign and end its active cursors. Returns how many ended."""
+    ended = Cursor.objects.filter(campaign=campaign, status=Cursor.Status.ACTIVE).update(
+        status=Cursor.Status.ENDED, entry_key=None, due_at=None, ended_at=now, updated_at=now,
+        end_reason=reason,
+    )
+    # Finished cursors let go too: a campaign pushed again under this name starts afresh.
+    Cursor.objects.filter(campaign=campaign, entry_key__isnull=False).update(entry_key=None)
+    Campaign.objects.filter(pk=campaign.pk).update(active=False, removed_at=now, updated_at=now)
+    return ended
+
+
+# ---------------------------------------------------------------------------------------------
+# Advancing a cursor.
+
+
+def due_cursor_ids(now: datetime, limit: int = 500) -> list[int]:
+    return list(
+        Cursor.objects.filter(status=Cursor.Status.ACTIVE, due_at__lte=now)
+        .order_by("due_at")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def history_of(cursor: Cursor) -> list[RecordedStep]:
+    return [
+        RecordedStep(kind=s.kind, args=s.args, result=s.result, user_snapshot=s.user_snapshot)
+        for s in cursor.steps.order_by("index")
+    ]
+
+
+@dataclass(frozen=True)
+class StepOutcome:
+    result: object
+    recorded_result: object
+    due_at: datetime | None = None  # set when the cursor should pause until then
+
+
+class StepError(Exception):
+    """A step could not be performed; the cursor fails with this message."""
+
+
+def _perform_send_email(config: Config, cursor: Cursor, user: User, index: int,
+                        step: SendEmail, now: datetime) -> StepOutcome:
+    template = config.templates.get(step.template)
+    if template is None:
+        raise StepError(
+            f"send_email({step.template!r}): no such template in the config "
+            f"(known: {', '.join(sorted(config.templates)) or 'none'})"
+        )
+    origin = EmailOrigin.campaign_step(cursor.campaign.name, cursor.pk, index, step.template)
+    row = queue_email(config, template, user, origin)
+    result = SendEmailResult(
+        success=row.status in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING,
+                               OutboxEmail.Status.SENT),
+        status=row.status,
+        reason=row.reason,
+        outbox_id=row.pk,
+    )
+    return StepOutcome(result=result, recorded_result=result.__dict__)
+
+
+def _perform_wait(config: Config, cursor: Cursor, user: User, index: int, step: Wait,
+                  now: datetime) -> StepOutcome:
+    return StepOutcome(result=None, recorded_result=None, due_at=now + timedelta(seconds=step.seconds))
+
+
+PERFORMERS: dict[str, Callable[..., StepOutcome]] = {
+    SendEmail.kind: _perform_send_email,
+    Wait.kind: _perform_wait,
+}
+
+
+def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) -> str:
+    """Run a due cursor's next steps up to its next wait or its end. Returns what happened.
+
+    Safe to call twice, at once, from two workers: the cursor's row is locked and re-checked, and
+    every email has a unique outbox key per cursor and step.
+    """
+    now = now or timezone.now()
+    user_id = Cursor.objects.filter(pk=cursor_id).values_list("user_id", flat=True).first()
+    if user_id is None:
+        return "gone"
+    with transaction.atomic():
+        # Lock order everywhere: the user, then their cursors.
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is None:
+            return "gone"
+        cursor = (
+            Cursor.objects.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
+            .select_related("campaign")
+            .filter(pk=cursor_id)
+            .first()
+        )
+        if cursor is None or cursor.status != Cursor.Status.ACTIVE:
+            return "not active"
+        if cursor.due_at is None or cursor.due_at > now:
+            return "not due"
+        definition = config.campaigns.get(cursor.campaign.name)
+        if definition is None or definition.flow_fingerprint != cursor.campaign.flow_fingerprint:
+            logger.warning(
+                "cursor %s left waiting: this process's config does not have the pushed flow of "
+                "campaign %r; restart it with the config that was pushed",
+                cursor.pk, cursor.campaign.name,
+            )
+            return "config mismatch"
+        return _run_steps(cursor, user, definition, config, now)
+
+
+def _run_steps(cursor: Cursor, user: User, definition: CampaignDef, config: Config,
+               now: datetime) -> str:
+    try:
+        run = FlowRun(
+            definition.flow,
+            user_id=user.id,
+            attributes=user.attributes or {},
+            history=history_of(cursor),
+            campaign=definition.name,
+        )
+    except FlowDiverged as exc:
+        end_cursor(cursor, Cursor.Status.DIVERGED, f"the flow changed: {exc}", now)
+        return "diverged"
+    except FlowFailed as exc:
+        end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=exc.details)
+        return "failed"
+
+    index = cursor.step_count
+    outcome_label = "waiting"
+    for _ in range(MAX_STEPS_PER_ADVANCE):
+        try:
+            next_step = run.next_step()
+        except FlowFailed as exc:
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=exc.details)
+            outcome_label = "failed"
+            break
+        _apply_writes(user, run.pending_writes)
+        step: Step | None = next_step.step
+        if step is None:
+            end_cursor(cursor, Cursor.Status.COMPLETED, "the flow finished", now)
+            outcome_label = "completed"
+            break
+        try:
+            outcome = PERFORMERS[step.kind](config, cursor, user, index, step, now)
+        except StepError as exc:
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
+            outcome_label = "failed"
+            break
+        CursorStep.objects.create(
+            cursor=cursor, index=index, kind=step.kind, args=step.to_record(),
+            result=outcome.recorded_result, user_snapshot=next_step.user_snapshot, created_at=now,
+        )
+        index += 1
+        run.step_done(step, outcome.result)
+        if outcome.due_at is not None:
+            cursor.due_at = outcome.due_at
+            break
+    else:
+        end_cursor(cursor, Cursor.Status.FAILED,
+                   f"the flow ran {MAX_STEPS_PER_ADVANCE} steps without a wait", now)
+        outcome_label = "failed"
+    cursor.step_count = index
+    cursor.updated_at = now
+    cursor.save(update_fields=["step_count", "due_at", "updated_at", "status", "entry_key",
+                               "ended_at", "end_reason", "error"])
+    _save_writes(user, run.pending_writes, now)
+    return outcome_label
+
+
+def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: str = "") -> None:
+    """Mark a cursor finished (in memory; the caller saves it)."""
+    cursor.status = status
+    cursor.due_at = None
+    cursor.ended_at = now
+    cursor.end_reason = reason
+    cursor.error = error
+    if status in (Cursor.Status.EXITED, Cursor.Status.ENDED):
+        cursor.entry_key = None
+    if status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
+        logger.warning("cursor %s (%s, user %s) %s: %s", cursor.pk, cursor.campaign.name,
+                       cursor.user_id, status, reason)
+
+
+def _apply_writes(user: User, writes: dict) -> None:
+    if writes:
+        user.attributes = {**(user.attributes or {}), **writes}
+
+
+def _save_writes(user: User, writes: dict, now: datetime) -> None:
+    """Store what the flow assigned to ctx.user, and have the user's segments re-evaluated."""
+    if not writes:
+        return
+    from segflow.users import mark_attributes_changed
+
+    mark_attributes_changed(user, now)
+
+
+def replay_check(cursor: Cursor, definition: CampaignDef) -> str | None:
+    """None if the cursor's history replays cleanly on `definition`'s flow, else the reason."""
+    try:
+        FlowRun(definition.flow, user_id=cursor.user_id, attributes={}, history=history_of(cursor),
+                campaign=definition.name)
+    except FlowDiverged as exc:
+        return f"the flow changed: {exc}"
+    except FlowFailed as exc:
+        return f"the changed flow fails on replay: {exc}"
+    return None

@@ -1,0 +1,108 @@
+"""The example config: a Python twin of every example in the original Segflow README.
+
+Push it with `python manage.py segflow_push`. Email templates live in emails/ beside this file.
+"""
+
+import os
+from datetime import timedelta
+
+from django.utils import timezone
+
+from segflow.config import SegflowConfig
+
+
+def onboarding(ctx, rt):
+    yield rt.send_email("welcome")
+    yield rt.wait(days=1)
+    if not ctx.user.profileCompleted:  # a missing attribute reads as None
+        yield rt.send_email("complete-profile-reminder")
+        yield rt.wait(days=3)
+    yield rt.wait(days=3)
+    yield rt.send_email("feature-highlights")
+
+
+def winback(ctx, rt):
+    # Ten emails with exponential backoff: 1, 2, 4 ... days apart. The campaign is dynamic, so a
+    # user who logs in again leaves the segment and the campaign at once.
+    for i in range(10):
+        yield rt.send_email("winback")
+        yield rt.wait(days=2**i)
+
+
+def _email_provider():
+    # Secrets come from the environment, never from this file. Without a Postmark token, Django's
+    # EMAIL_BACKEND delivers (the console, in the embedded default).
+    if os.environ.get("POSTMARK_SERVER_TOKEN"):
+        return {
+            "config": {"name": "postmark", "api_key": os.environ["POSTMARK_SERVER_TOKEN"]},
+            "from_address": os.environ.get("SEGFLOW_FROM_ADDRESS", "hello@example.com"),
+        }
+    return {"config": {"name": "django"}, "from_address": "hello@example.com"}
+
+
+config: SegflowConfig = {
+    "email_provider": _email_provider(),
+    "templates": {
+        "welcome": {
+            "subject": lambda user: f"Welcome {user.name}!",
+            "html": "emails/welcome.html",
+        },
+        "complete-profile-reminder": {
+            "subject": "Finish setting up your profile",
+            "html": "emails/complete_profile_reminder.html",
+        },
+        "feature-highlights": {
+            "subject": lambda user: f"{user.name}, three things to try this week",
+            "html": "emails/feature_highlights.html",
+        },
+        "winback": {
+            "subject": lambda user: f"We miss you {user.name}!",
+            "html": "emails/winback.html",
+        },
+    },
+    "segments": {
+        # A QuerySet over users, built by a function ...
+        "new-users": {
+            "evaluator": lambda users: users.filter(
+                created_at__gte=timezone.now() - timedelta(days=7)
+            ),
+        },
+        # ... or SQL returning a column `id`, against the tables `users` and `events`.
+        "big-spenders": {
+            "sql": "SELECT u.id FROM users u JOIN events e ON e.user_id = u.id "
+            "WHERE e.name = 'purchase' GROUP BY u.id "
+            "HAVING SUM(JSON_EXTRACT(e.attributes, '$.amount')) > 1000",
+        },
+        # Time alone changes this answer, so the scheduler re-evaluates it: a user who does
+        # nothing at all enters winback 30 days after their last login.
+        "inactive-users": {
+            "sql": "SELECT u.id FROM users u "
+            "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.lastLoginAt')) < %(cutoff)s",
+            "params": lambda now: {"cutoff": (now - timedelta(days=30)).isoformat()},
+        },
+    },
+    "campaigns": {
+        "onboarding": {
+            "segments": ["new-users"],
+            "behavior": "static",
+            "flow": onboarding,
+        },
+        "winback-campaign": {
+            "segments": ["inactive-users"],
+            "behavior": "dynamic",  # exits when the user becomes active again
+            "flow": winback,
+        },
+    },
+    "transactions": {
+        "purchase-confirmation": {
+            "event": "purchase",
+            "subject": lambda user, event: f"Order Confirmed, {user.name}!",
+            "html": "emails/purchase_confirmation.html",
+        },
+        "password-reset": {
+            "event": "reset_password_requested",
+            "subject": "Reset Your Password",
+            "html": "emails/password_reset.html",
+        },
+    },
+}

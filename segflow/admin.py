@@ -1,0 +1,87 @@
+from django.contrib import admin
+from django.utils.html import format_html
+
+from .admin_base import ReadOnlyAdmin
+from .models import ApiKey, Event, OutboxEmail, Push, User
+
+
+@admin.register(User)
+class UserAdmin(ReadOnlyAdmin):
+    list_display = ("id", "email_address", "created_at", "updated_at")
+    search_fields = ("id",)
+    date_hierarchy = "created_at"
+
+    @admin.display(description="email")
+    def email_address(self, obj):
+        return obj.email
+
+    def has_delete_permission(self, request, obj=None):
+        # Deleting a user removes everything about them, as the API's DELETE does.
+        return request.user.is_superuser
+
+
+@admin.register(Event)
+class EventAdmin(ReadOnlyAdmin):
+    list_display = ("id", "name", "user", "created_at", "processed_at")
+    list_filter = ("name",)
+    search_fields = ("user__id", "name")
+    date_hierarchy = "created_at"
+    list_select_related = ("user",)
+
+
+@admin.register(ApiKey)
+class ApiKeyAdmin(ReadOnlyAdmin):
+    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    exclude = ("key_hash",)
+    actions = ["revoke"]
+
+    @admin.action(description="Revoke the selected keys")
+    def revoke(self, request, queryset):
+        from django.utils import timezone
+
+        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        self.message_user(request, f"{count} key(s) revoked.")
+
+    def get_actions(self, request):
+        # Actions need change permission by default; revoking is the one change allowed here.
+        actions = super().get_actions(request)
+        if request.user.is_superuser:
+            actions["revoke"] = (ApiKeyAdmin.revoke, "revoke", "Revoke the selected keys")
+        return actions
+
+
+@admin.register(OutboxEmail)
+class OutboxEmailAdmin(ReadOnlyAdmin):
+    list_display = ("id", "to_address", "subject", "status", "origin", "created_at", "sent_at")
+    list_filter = ("status", "campaign_name", "transaction_name", "template_name")
+    search_fields = ("to_address", "user__id", "subject", "key")
+    date_hierarchy = "created_at"
+    readonly_fields = ("rendered_html",)
+
+    @admin.display(description="caused by")
+    def origin(self, obj):
+        if obj.campaign_name:
+            return f"campaign {obj.campaign_name}, step {obj.step_index + 1}"
+        if obj.transaction_name:
+            return f"transaction {obj.transaction_name}, event {obj.event_id}"
+        return obj.key
+
+    @admin.display(description="rendered email")
+    def rendered_html(self, obj):
+        return format_html(
+            '<iframe sandbox="" srcdoc="{}" style="width: 100%; height: 480px; '
+            'border: 1px solid #ccc;"></iframe>',
+            obj.html,
+        )
+
+
+@admin.register(Push)
+class PushAdmin(ReadOnlyAdmin):
+    list_display = ("id", "created_at", "fingerprint")
+
+    @admin.display(description="plan")
+    def plan_text(self, obj):
+        return format_html('<pre style="white-space: pre-wrap;">{}</pre>', obj.plan)
+
+    readonly_fields = ("plan_text",)
+    exclude = ("plan",)

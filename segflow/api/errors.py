@@ -1,0 +1,37 @@
+"""Every API error is JSON with a 4xx status: {"error": "<field>: <problem>", "fields": {...}}."""
+
+from rest_framework import status
+from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.response import Response
+from rest_framework.views import exception_handler as drf_exception_handler
+
+
+class PayloadTooLarge(APIException):
+    status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
+    default_detail = "body: too large"
+
+
+class InvalidInput(ValidationError):
+    """A 400 that names the field: InvalidInput("attributes", "must be a JSON object")."""
+
+    def __init__(self, field: str, problem: str) -> None:
+        super().__init__({field: [problem]})
+
+
+def exception_handler(exc, context):
+    response = drf_exception_handler(exc, context)
+    if response is None:
+        return None
+    detail = response.data
+    if isinstance(exc, ValidationError) and isinstance(detail, dict):
+        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        message = "; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items())
+        response.data = {"error": message, "fields": fields}
+    else:
+        text = detail.get("detail", detail) if isinstance(detail, dict) else detail
+        response.data = {"error": str(text)}
+    return response
+
+
+def error_response(message: str, http_status: int) -> Response:
+    return Response({"error": message}, status=http_status)

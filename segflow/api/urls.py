@@ -1,0 +1,11 @@
+from django.urls import path, re_path
+
+from . import views
+
+urlpatterns = [
+    path("health", views.HealthView.as_view(), name="health"),
+    path("users/<str:user_id>", views.UserView.as_view(), name="user"),
+    path("users/<str:user_id>/events", views.UserEventsView.as_view(), name="user-events"),
+    re_path(r"^users/?$", views.EmptyIdView.as_view()),
+    re_path(r"^users//events/?$", views.EmptyIdView.as_view()),
+]

@@ -1,0 +1,62 @@
+"""Checks on what the API receives. Each failure names the field and the problem."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from .errors import InvalidInput
+
+MAX_ID_LENGTH = 255
+# MariaDB refuses JSON nested deeper than 32 levels; stay well inside it.
+MAX_ATTRIBUTE_DEPTH = 16
+
+
+def body_object(data: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
+    if not isinstance(data, dict):
+        raise InvalidInput("body", f"must be a JSON object, got {_json_type(data)}")
+    unknown = sorted(set(data) - allowed)
+    if unknown:
+        raise InvalidInput(unknown[0], f"unknown field; expected {', '.join(sorted(allowed))}")
+    for name in sorted(required):
+        if name not in data:
+            raise InvalidInput(name, "this field is required")
+    return data
+
+
+def identifier(value: Any, field: str) -> str:
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be a string, got {_json_type(value)}")
+    if not value.strip():
+        raise InvalidInput(field, "must not be empty")
+    if len(value) > MAX_ID_LENGTH:
+        raise InvalidInput(field, f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
+    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+        raise InvalidInput(field, "must not contain control characters")
+    return value
+
+
+def attributes(value: Any, field: str = "attributes") -> dict:
+    if not isinstance(value, dict):
+        raise InvalidInput(field, f"must be a JSON object, got {_json_type(value)}")
+    if _depth(value) > MAX_ATTRIBUTE_DEPTH:
+        raise InvalidInput(field, f"must not be nested more than {MAX_ATTRIBUTE_DEPTH} levels deep")
+    return value
+
+
+def _depth(value: Any) -> int:
+    deepest, stack = 0, [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        deepest = max(deepest, depth)
+        if isinstance(item, dict):
+            stack.extend((v, depth + 1) for v in item.values())
+        elif isinstance(item, list):
+            stack.extend((v, depth + 1) for v in item)
+    return deepest
+
+
+def _json_type(value: Any) -> str:
+    if value is None:
+        return "null"
+    return {bool: "a boolean", int: "a number", float: "a number", str: "a string",
+            list: "an array", dict: "an object"}.get(type(value), type(value).__name__)

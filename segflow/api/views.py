@@ -1,0 +1,102 @@
+from rest_framework import status
+from rest_framework.pagination import PageNumberPagination
+from rest_framework.permissions import AllowAny
+from rest_framework.response import Response
+from rest_framework.views import APIView
+
+from segflow import users as user_service
+from segflow.models import Event, User
+
+from . import validation
+from .errors import InvalidInput, error_response
+from .representations import event_representation, user_representation
+
+
+class UserView(APIView):
+    """/api/users/{id}: read, create or replace (PUT), merge (PATCH), delete."""
+
+    def get(self, request, user_id: str):
+        user = _find_user(user_id)
+        if user is None:
+            return _user_not_found(user_id)
+        return Response(user_representation(user))
+
+    def put(self, request, user_id: str):
+        validation.identifier(user_id, "id")
+        body = validation.body_object(request.data, {"attributes"}, {"attributes"})
+        attributes = validation.attributes(body["attributes"])
+        user, created = user_service.put_user(user_id, attributes)
+        user.refresh_from_db()
+        return Response(
+            user_representation(user), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+        )
+
+    def patch(self, request, user_id: str):
+        validation.identifier(user_id, "id")
+        body = validation.body_object(request.data, {"attributes"}, {"attributes"})
+        patch = validation.attributes(body["attributes"])
+        try:
+            user = user_service.patch_user(user_id, patch)
+        except user_service.UserNotFound:
+            return _user_not_found(user_id, hint=" (create the user with PUT first)")
+        user.refresh_from_db()
+        return Response(user_representation(user))
+
+    def delete(self, request, user_id: str):
+        if not user_service.delete_user(user_id):
+            return _user_not_found(user_id)
+        return Response(status=status.HTTP_204_NO_CONTENT)
+
+
+class EventPagination(PageNumberPagination):
+    page_size = 50
+    page_size_query_param = "page_size"
+    max_page_size = 500
+
+
+class UserEventsView(APIView):
+    """/api/users/{id}/events: record an event (POST), list them newest first (GET)."""
+
+    def get(self, request, user_id: str):
+        if _find_user(user_id) is None:
+            return _user_not_found(user_id)
+        events = Event.objects.filter(user_id=user_id).order_by("-created_at", "-id")
+        paginator = EventPagination()
+        page = paginator.paginate_queryset(events, request, view=self)
+        return paginator.get_paginated_response([event_representation(e) for e in page])
+
+    def post(self, request, user_id: str):
+        validation.identifier(user_id, "id")
+        body = validation.body_object(request.data, {"name", "attributes"}, {"name"})
+        name = validation.identifier(body["name"], "name")
+        attributes = validation.attributes(body.get("attributes", {}))
+        event = user_service.record_event(user_id, name, attributes)
+        return Response(event_representation(event), status=status.HTTP_201_CREATED)
+
+
+class EmptyIdView(APIView):
+    """A path with no user id in it: say so instead of a bare 404."""
+
+    def get(self, request, *args, **kwargs):
+        raise InvalidInput("id", "must not be empty")
+
+    put = patch = delete = post = get
+
+
+class HealthView(APIView):
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        return Response({"status": "ok"})
+
+
+def _find_user(user_id: str) -> User | None:
+    if not user_id or len(user_id) > validation.MAX_ID_LENGTH:
+        return None
+    return User.objects.filter(pk=user_id).first()
+
+
+def _user_not_found(user_id: str, hint: str = "") -> Response:
+    shown = user_id if len(user_id) <= 80 else user_id[:80] + "…"
+    return error_response(f"id: no user with id {shown!r}{hint}", status.HTTP_404_NOT_FOUND)

@@ -1,0 +1,67 @@
+import json
+import secrets
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management import call_command
+from django.core.management.base import BaseCommand
+
+from segflow.api_keys import create_api_key, find_api_key
+
+CREDENTIALS_FILE = Path(settings.BASE_DIR) / "var" / "dev-credentials.json"
+
+
+class Command(BaseCommand):
+    help = (
+        "Local development in one command: migrate, push the config, create a development API key "
+        "and admin login (printed), then serve the API, the admin and the workers."
+    )
+
+    def add_arguments(self, parser):
+        parser.add_argument("addrport", nargs="?", default="127.0.0.1:8000")
+        parser.add_argument("--no-serve", action="store_true", help="Set up, print, and stop.")
+
+    def handle(self, *args, addrport: str, no_serve: bool = False, **options):
+        self.stdout.write("1/4 Migrating the database ...")
+        call_command("migrate", interactive=False, verbosity=0)
+        self.stdout.write(f"2/4 Pushing {settings.SEGFLOW_CONFIG} ...")
+        call_command("segflow_push", stdout=self.stdout)
+        self.stdout.write("3/4 Development login and API key ...")
+        credentials = self._credentials()
+        url = f"http://{addrport}"
+        self.stdout.write(
+            "\n"
+            f"  Admin:   {url}/admin/  user {credentials['username']!r}, "
+            f"password {credentials['password']!r}\n"
+            f"  API:     {url}/api/    Authorization: Bearer {credentials['api_key']}\n"
+            f"  Try it:  curl -X POST {url}/api/users/jane/events "
+            f"-H 'Authorization: Bearer {credentials['api_key']}' "
+            "-H 'Content-Type: application/json' -d '{\"name\": \"purchase\"}'\n"
+            f"  (kept in {CREDENTIALS_FILE})\n"
+        )
+        if no_serve:
+            return
+        self.stdout.write("4/4 Serving; emails are printed here. Stop with Ctrl-C.")
+        call_command("segflow_serve", addrport)
+
+    def _credentials(self) -> dict:
+        saved = {}
+        if CREDENTIALS_FILE.exists():
+            saved = json.loads(CREDENTIALS_FILE.read_text())
+        User = get_user_model()
+        admin = User.objects.filter(username=saved.get("username", "admin")).first()
+        if admin is None or not admin.check_password(saved.get("password", "")):
+            password = secrets.token_urlsafe(12)
+            if admin is None:
+                admin = User.objects.create_superuser("admin", "admin@localhost", password)
+            else:
+                admin.set_password(password)
+                admin.save()
+            saved.update(username=admin.username, password=password)
+        if not saved.get("api_key") or find_api_key(saved["api_key"]) is None:
+            _, saved["api_key"] = create_api_key("development")
+        CREDENTIALS_FILE.parent.mkdir(parents=True, exist_ok=True)
+        CREDENTIALS_FILE.write_text(json.dumps(saved, indent=2))
+        CREDENTIALS_FILE.chmod(0o600)
+        return saved

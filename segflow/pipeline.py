@@ -1,0 +1,182 @@
+"""How a change moves through segflow: a write or an event, then segments, then campaigns.
+
+Each function here is one unit of background work, safe to run twice (every task may be retried
+or swept up again). Tasks and the embedded ticker call these; nothing here knows which runs it.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.utils import timezone
+
+from campaigns import services as campaigns
+from segments import services as segments
+from segments.models import Segment
+from transactions.services import send_transactions
+
+from .config import Config, SegmentDef, get_config, reload_config
+from .dispatch import enqueue
+from .models import Event, OutboxEmail, Push, User
+from .outbox import deliver_email as deliver_outbox_email
+
+logger = logging.getLogger(__name__)
+
+
+def pushed_segments(config: Config) -> list[tuple[Segment, SegmentDef]]:
+    """The pushed segments this process's config can evaluate."""
+    pairs = []
+    for row in Segment.objects.all():
+        definition = config.segments.get(row.name)
+        if definition is None or definition.fingerprint != row.fingerprint:
+            logger.warning("segment %r skipped: this process's config differs from the pushed one",
+                           row.name)
+            continue
+        pairs.append((row, definition))
+    return pairs
+
+
+def _evaluate_user(user: User, config: Config, now: datetime, *, attributes: bool,
+                   events: bool) -> None:
+    chosen = [
+        (row, d) for row, d in pushed_segments(config)
+        if (attributes and row.reads_users) or (events and row.reads_events)
+    ]
+    change = segments.evaluate_user(user.pk, chosen, now)
+    if change:
+        for campaign in campaigns.campaigns_using(change.segment_ids):
+            campaigns.reconcile_campaign(campaign, now, user_id=user.pk)
+    new_cursors = campaigns.new_cursor_ids(user.pk)
+    if new_cursors:
+        transaction.on_commit(lambda: [enqueue("advance_cursor", c) for c in new_cursors])
+    if attributes:
+        User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
+
+
+def evaluate_user(user_id: str) -> None:
+    """After a user's attributes changed: their attribute segments, then their campaigns."""
+    config, now = get_config(), timezone.now()
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is None or not user.evaluation_pending:
+            return
+        _evaluate_user(user, config, now, attributes=True, events=False)
+
+
+def process_event(event_id: int) -> None:
+    """After an event: its transactional emails, the user's event segments, their campaigns."""
+    config, now = get_config(), timezone.now()
+    user_id = Event.objects.filter(pk=event_id).values_list("user_id", flat=True).first()
+    if user_id is None:
+        return
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        event = Event.objects.filter(pk=event_id, processed_at__isnull=True).first()
+        if user is None or event is None:
+            return
+        send_transactions(config, user, event)
+        _evaluate_user(user, config, now, attributes=user.evaluation_pending, events=True)
+        Event.objects.filter(pk=event_id).update(processed_at=now)
+
+
+def advance_cursor(cursor_id: int) -> str:
+    return campaigns.advance_cursor(cursor_id, get_config())
+
+
+def deliver_email(outbox_id: int) -> str:
+    return deliver_outbox_email(outbox_id, get_config())
+
+
+def refresh_segment(row: Segment, definition: SegmentDef, now: datetime):
+    """Re-evaluate a whole segment and bring the campaigns that use it up to date."""
+    count = segments.refresh_segment(row, definition, now)
+    changes = {
+        campaign.name: campaigns.reconcile_campaign(campaign, now)
+        for campaign in campaigns.campaigns_using({row.pk})
+    }
+    return count, changes
+
+
+def run_due_cursors(now: datetime | None = None) -> int:
+    """Start every cursor whose next step is due. Returns how many were handed out."""
+    ids = campaigns.due_cursor_ids(now or timezone.now())
+    for cursor_id in ids:
+        enqueue("advance_cursor", cursor_id)
+    return len(ids)
+
+
+@dataclass
+class TickReport:
+    refreshed_segments: list[str] = field(default_factory=list)
+    cursors_started: int = 0
+    swept: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"refreshed {len(self.refreshed_segments)} time-based segment(s)"
+            f"{' (' + ', '.join(self.refreshed_segments) + ')' if self.refreshed_segments else ''}, "
+            f"started {self.cursors_started} due cursor(s), swept up {self.swept} missed task(s)"
+        )
+
+
+def tick(now: datetime | None = None) -> TickReport:
+    """All work that is due: time-based segments, due cursors, and work whose task was lost."""
+    now = now or timezone.now()
+    config = sync_config()
+    report = TickReport()
+    pairs = {row.name: d for row, d in pushed_segments(config)}
+    for row in segments.segments_due_for_refresh(now):
+        if row.name not in pairs:
+            continue
+        try:
+            with transaction.atomic():
+                refresh_segment(row, pairs[row.name], now)
+        except Exception:
+            logger.exception("refreshing segment %r failed", row.name)
+            continue
+        report.refreshed_segments.append(row.name)
+    report.swept = sweep(now)
+    report.cursors_started = run_due_cursors(now)
+    return report
+
+
+def sweep(now: datetime) -> int:
+    """Hand out again the work whose after-commit task never ran (a crash, a lost message)."""
+    before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
+    events = list(
+        Event.objects.filter(processed_at__isnull=True, created_at__lte=before)
+        .order_by("created_at").values_list("pk", flat=True)[:500]
+    )
+    users = list(
+        User.objects.filter(evaluation_pending=True, updated_at__lte=before)
+        .values_list("pk", flat=True)[:500]
+    )
+    emails = list(
+        OutboxEmail.objects.filter(status=OutboxEmail.Status.QUEUED, created_at__lte=before)
+        .values_list("pk", flat=True)[:500]
+    )
+    for event_id in events:
+        enqueue("process_event", event_id)
+    for user_id in users:
+        enqueue("evaluate_user", user_id)
+    for outbox_id in emails:
+        enqueue("deliver_email", outbox_id)
+    return len(events) + len(users) + len(emails)
+
+
+def sync_config() -> Config:
+    """The process's config, reloaded from disk if a push has changed what is live since."""
+    config = get_config()
+    latest = Push.objects.order_by("-id").values_list("fingerprint", flat=True).first()
+    if latest is not None and latest != config.fingerprint:
+        config = reload_config()
+        if config.fingerprint != latest:
+            logger.warning(
+                "the config at %s differs from the last pushed config; run segflow_push",
+                config.location,
+            )
+    return config

@@ -1,0 +1,92 @@
+"""Users and events: the writes the API accepts, and what a user looks like when read back."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+
+from .dispatch import enqueue
+from .models import Event, User
+
+
+class UserNotFound(Exception):
+    pass
+
+
+def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
+    """Create the user, or replace all of their attributes. Returns (user, created)."""
+    now = timezone.now()
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is None:
+            try:
+                with transaction.atomic():
+                    user = User.objects.create(
+                        id=user_id, attributes=attributes, created_at=now, updated_at=now
+                    )
+            except IntegrityError:
+                # Created by a concurrent request since we looked: replace theirs, like a PUT.
+                user = User.objects.select_for_update().get(pk=user_id)
+            else:
+                transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
+                return user, True
+        user.attributes = attributes
+        mark_attributes_changed(user, now)
+    return user, False
+
+
+def patch_user(user_id: str, patch: dict[str, Any]) -> User:
+    """Merge `patch` into the user's attributes (RFC 7396: a null removes the attribute)."""
+    now = timezone.now()
+    with transaction.atomic():
+        user = User.objects.select_for_update().filter(pk=user_id).first()
+        if user is None:
+            raise UserNotFound(user_id)
+        user.attributes = merge_patch(user.attributes or {}, patch)
+        mark_attributes_changed(user, now)
+    return user
+
+
+def merge_patch(target: Any, patch: Any) -> Any:
+    if not isinstance(patch, dict):
+        return patch
+    result = dict(target) if isinstance(target, dict) else {}
+    for key, value in patch.items():
+        if value is None:
+            result.pop(key, None)
+        else:
+            result[key] = merge_patch(result.get(key), value)
+    return result
+
+
+def mark_attributes_changed(user: User, now: datetime) -> None:
+    """Save the user's new attributes and have their segments re-evaluated after commit."""
+    User.objects.filter(pk=user.pk).update(
+        attributes=user.attributes, updated_at=now, version=F("version") + 1, evaluation_pending=True
+    )
+    user_id = user.pk
+    transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
+
+
+def delete_user(user_id: str) -> bool:
+    """Remove the user and everything about them: events, memberships, cursors, emails."""
+    with transaction.atomic():
+        deleted, _ = User.objects.filter(pk=user_id).delete()
+    return deleted > 0
+
+
+def record_event(user_id: str, name: str, attributes: dict[str, Any]) -> Event:
+    """Store an event (creating an unknown user) and have it processed after commit."""
+    now = timezone.now()
+    with transaction.atomic():
+        _, created = User.objects.get_or_create(
+            pk=user_id, defaults={"attributes": {}, "created_at": now, "updated_at": now}
+        )
+        event = Event.objects.create(user_id=user_id, name=name, attributes=attributes, created_at=now)
+        event_id = event.pk
+        transaction.on_commit(lambda: enqueue("process_event", event_id))
+    return event

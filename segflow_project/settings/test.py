@@ -1,0 +1,10 @@
+"""Settings for the test suite: the same modules, with the secrets a test run needs."""
+
+import os
+
+os.environ.setdefault("SECRET_KEY", "segflow-tests-only")
+os.environ.setdefault("ALLOWED_HOSTS", "*")
+os.environ.setdefault("SEGFLOW_INLINE_TASKS_RAISE", "1")
+os.environ.setdefault("SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND", "1")
+
+from segflow_project.settings import *  # noqa: E402,F403

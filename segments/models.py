@@ -1,0 +1,49 @@
+from django.db import models
+from django.utils import timezone
+
+from segflow.fields import ExactCharField
+from segflow.models import User
+
+
+class Segment(models.Model):
+    """A segment as last pushed. Its query lives in the config; this row holds what it was."""
+
+    class Kind(models.TextChoices):
+        SQL = "sql"
+        EVALUATOR = "evaluator"
+
+    name = ExactCharField(max_length=255, unique=True)
+    kind = models.CharField(max_length=16, choices=Kind.choices)
+    source = models.TextField(help_text="The SQL, or the evaluator's source code.")
+    fingerprint = models.CharField(max_length=64)
+    reads_users = models.BooleanField(default=True, help_text="Re-evaluated when attributes change.")
+    reads_events = models.BooleanField(default=False, help_text="Re-evaluated when events arrive.")
+    refresh_seconds = models.PositiveIntegerField(
+        null=True, blank=True, help_text="Re-evaluated for all users this often, as time passes."
+    )
+    refreshed_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "segments"
+        ordering = ["name"]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class SegmentMembership(models.Model):
+    segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="memberships")
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="segment_memberships")
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "segment_memberships"
+        constraints = [
+            models.UniqueConstraint(fields=["segment", "user"], name="one_membership_per_user")
+        ]
+        indexes = [models.Index(fields=["user", "segment"])]
+
+    def __str__(self) -> str:
+        return f"{self.user_id} in {self.segment_id}"

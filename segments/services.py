@@ -1,0 +1,202 @@
+"""Segment evaluation: for one user (after a write or an event), and for everyone (set-based).
+
+A segment is a query returning a column `id` of users: raw SQL from the config, or the SQL Django
+compiles from an evaluator's QuerySet. Both are wrapped, never edited: a per-user check is
+``SELECT ... FROM (<segment>) s WHERE s.id = %s`` with the user id bound as a parameter.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from django.db import connection
+from django.db.models import QuerySet
+from django.utils import timezone
+
+from segflow.config import SegmentDef, call_with_arity
+from segflow.models import User
+
+from .models import Segment, SegmentMembership
+
+logger = logging.getLogger(__name__)
+
+_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
+
+
+class SegmentError(Exception):
+    """A segment's query could not be built or run; the message names the segment."""
+
+
+@dataclass(frozen=True)
+class SegmentQuery:
+    sql: str  # with %s placeholders
+    params: list
+
+
+def segment_query(definition: SegmentDef, now: datetime) -> SegmentQuery:
+    """The segment's SQL for this moment, with its parameters bound positionally."""
+    if definition.sql is not None:
+        values = {"now": connection.ops.adapt_datetimefield_value(now)}
+        if definition.params is not None:
+            try:
+                extra = definition.params(now)
+            except Exception as exc:
+                raise SegmentError(f"segment {definition.name!r}: params raised {exc!r}") from exc
+            if not isinstance(extra, dict):
+                raise SegmentError(f"segment {definition.name!r}: params must return a dict")
+            values.update(extra)
+        names = _NAMED_PARAM.findall(definition.sql)
+        missing = sorted(set(names) - set(values))
+        if missing:
+            raise SegmentError(
+                f"segment {definition.name!r}: no value for parameter(s) {', '.join(missing)}"
+            )
+        return SegmentQuery(_NAMED_PARAM.sub("%s", definition.sql), [values[n] for n in names])
+
+    try:
+        queryset = call_with_arity(definition.evaluator, User.objects.all(), now)
+    except Exception as exc:
+        raise SegmentError(f"segment {definition.name!r}: the evaluator raised {exc!r}") from exc
+    if not isinstance(queryset, QuerySet) or queryset.model is not User:
+        raise SegmentError(
+            f"segment {definition.name!r}: the evaluator must return a QuerySet over users "
+            f"(filter the `users` it is given), got {type(queryset).__name__}"
+        )
+    sql, params = queryset.order_by().values("id").query.get_compiler(connection=connection).as_sql()
+    return SegmentQuery(sql, list(params))
+
+
+def tables_read(definition: SegmentDef, now: datetime | None = None) -> tuple[bool, bool]:
+    """Whether the segment reads `users` and whether it reads `events`."""
+    sql = segment_query(definition, now or timezone.now()).sql
+    reads = lambda table: re.search(rf"(?<![\w.]){table}(?!\w)", sql, re.IGNORECASE) is not None  # noqa: E731
+    return reads("users"), reads("events")
+
+
+def check_query(definition: SegmentDef, now: datetime) -> None:
+    """Run the segment's query once, returning nothing, to catch SQL errors at push time."""
+    query = segment_query(definition, now)
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(f"SELECT * FROM ({query.sql}) s WHERE 1 = 0", query.params)
+            columns = [c[0].lower() for c in cursor.description or []]
+    except Exception as exc:
+        raise SegmentError(f"segment {definition.name!r}: the query failed: {exc}") from exc
+    if "id" not in columns:
+        raise SegmentError(
+            f"segment {definition.name!r}: the query must return a column named `id` "
+            f"(it returns {', '.join(columns) or 'nothing'}); write `SELECT u.id FROM users u ...`"
+        )
+
+
+# ---------------------------------------------------------------------------------------------
+# One user.
+
+
+@dataclass
+class MembershipChange:
+    entered: set[int] = field(default_factory=set)  # segment ids
+    left: set[int] = field(default_factory=set)
+
+    def __bool__(self) -> bool:
+        return bool(self.entered or self.left)
+
+    @property
+    def segment_ids(self) -> set[int]:
+        return self.entered | self.left
+
+
+def matching_segments(user_id: str, segments: list[tuple[Segment, SegmentDef]], now) -> set[int]:
+    """Which of `segments` the user is in now: one query for all of them."""
+    if not segments:
+        return set()
+    parts, params = [], []
+    for position, (row, definition) in enumerate(segments):
+        query = segment_query(definition, now)
+        parts.append(
+            f"SELECT {int(row.pk)} AS segment_id FROM ({query.sql}) s{position} "
+            f"WHERE s{position}.id = %s"
+        )
+        params += [*query.params, user_id]
+    try:
+        with connection.cursor() as cursor:
+            cursor.execute(" UNION ALL ".join(parts), params)
+            return {row[0] for row in cursor.fetchall()}
+    except Exception:
+        if len(segments) == 1:
+            raise
+    # One broken segment must not stop the others: find it, log it, go on without it.
+    matched: set[int] = set()
+    for pair in segments:
+        try:
+            matched |= matching_segments(user_id, [pair], now)
+        except Exception:
+            logger.exception("segment %r failed for user %r", pair[1].name, user_id)
+    return matched
+
+
+def evaluate_user(
+    user_id: str, segments: list[tuple[Segment, SegmentDef]], now: datetime
+) -> MembershipChange:
+    """Bring the user's memberships of `segments` up to date; return what changed."""
+    matched = matching_segments(user_id, segments, now)
+    ids = {row.pk for row, _ in segments}
+    current = set(
+        SegmentMembership.objects.filter(user_id=user_id, segment_id__in=ids).values_list(
+            "segment_id", flat=True
+        )
+    )
+    change = MembershipChange(entered=matched - current, left=current - matched)
+    if change.entered:
+        SegmentMembership.objects.bulk_create(
+            [SegmentMembership(segment_id=s, user_id=user_id, created_at=now) for s in change.entered],
+            ignore_conflicts=True,
+        )
+    if change.left:
+        SegmentMembership.objects.filter(user_id=user_id, segment_id__in=change.left).delete()
+    return change
+
+
+# ---------------------------------------------------------------------------------------------
+# Everyone.
+
+
+@dataclass(frozen=True)
+class RefreshCount:
+    entered: int
+    left: int
+
+
+def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> RefreshCount:
+    """Re-evaluate the segment for all users, in the database: no user id passes through Python."""
+    query = segment_query(definition, now)
+    created_at = connection.ops.adapt_datetimefield_value(now)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            "DELETE FROM segment_memberships WHERE segment_id = %s AND NOT EXISTS "
+            f"(SELECT 1 FROM ({query.sql}) q WHERE q.id = segment_memberships.user_id)",
+            [row.pk, *query.params],
+        )
+        left = cursor.rowcount
+        cursor.execute(
+            "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
+            f"SELECT DISTINCT %s, u.id, %s FROM ({query.sql}) q JOIN users u ON u.id = q.id "
+            "WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
+            "WHERE m.segment_id = %s AND m.user_id = u.id)",
+            [row.pk, created_at, *query.params, row.pk],
+        )
+        entered = cursor.rowcount
+    Segment.objects.filter(pk=row.pk).update(refreshed_at=now)
+    return RefreshCount(entered=max(entered, 0), left=max(left, 0))
+
+
+def segments_due_for_refresh(now: datetime) -> list[Segment]:
+    """Segments whose answer changes with time alone and whose refresh interval has passed."""
+    due = []
+    for row in Segment.objects.filter(refresh_seconds__isnull=False):
+        if row.refreshed_at is None or (now - row.refreshed_at).total_seconds() >= row.refresh_seconds:
+            due.append(row)
+    return due
