@@ -7,8 +7,15 @@ from .models import Campaign, Cursor, CursorStep
 
 @admin.register(Campaign)
 class CampaignAdmin(CodeDefinedAdmin):
-    list_display = ("name", "behavior", "active", "segments", "exclude_segments", "active_cursors",
-                    "updated_at")
+    list_display = (
+        "name",
+        "behavior",
+        "active",
+        "segments",
+        "exclude_segments",
+        "active_cursors",
+        "updated_at",
+    )
     list_filter = ("active", "behavior")
     exclude = ("source",)
     readonly_fields = ("source_code",)
@@ -31,8 +38,16 @@ class CursorStepInline(admin.TabularInline):
 
 @admin.register(Cursor)
 class CursorAdmin(ReadOnlyAdmin):
-    list_display = ("id", "campaign", "user", "status", "step_count", "due_at", "created_at",
-                    "ended_at")
+    list_display = (
+        "id",
+        "campaign",
+        "user",
+        "status",
+        "step_count",
+        "due_at",
+        "created_at",
+        "ended_at",
+    )
     list_filter = ("status", "campaign")
     search_fields = ("user__id",)
     list_select_related = ("campaign",)

@@ -47,7 +47,9 @@ class SendEmail(Step):
     template: str
 
     def result_from_record(self, recorded: Any) -> SendEmailResult:
-        return SendEmailResult(**(recorded or {}))
+        if not recorded:
+            return SendEmailResult(success=False, reason="no result was recorded")
+        return SendEmailResult(**recorded)
 
     def describe(self) -> str:
         return f"send_email({self.template!r})"
@@ -221,7 +223,9 @@ class FlowRun:
         try:
             self._generator = flow(self.context, Runtime())
         except Exception as exc:
-            raise FlowFailed(f"the flow raised {exc!r} when called", traceback.format_exc()) from exc
+            raise FlowFailed(
+                f"the flow raised {exc!r} when called", traceback.format_exc()
+            ) from exc
         self._replay(history)
         object.__setattr__(self.user, "_attributes", dict(attributes))
         object.__setattr__(self.user, "_live", True)

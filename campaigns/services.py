@@ -35,8 +35,12 @@ from .models import Campaign, Cursor, CursorStep
 
 logger = logging.getLogger(__name__)
 
-# A flow that sends this many emails without ever waiting is looping: stop it.
-MAX_STEPS_PER_ADVANCE = 100
+# A flow that takes this many steps without ever waiting is looping: stop it, sending nothing.
+MAX_STEPS_PER_ADVANCE = 25
+
+
+class RunawayFlow(Exception):
+    pass
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,7 +84,9 @@ class AudienceChange:
     exited: int
 
 
-def reconcile_campaign(campaign: Campaign, now: datetime, user_id: str | None = None) -> AudienceChange:
+def reconcile_campaign(
+    campaign: Campaign, now: datetime, user_id: str | None = None
+) -> AudienceChange:
     """Enter the audience's users who have no place in the campaign; in a dynamic campaign, end
     the cursors of users who left it and let finished ones back in later.
 
@@ -100,8 +106,16 @@ def reconcile_campaign(campaign: Campaign, now: datetime, user_id: str | None = 
                 "ended_at = %s, updated_at = %s, end_reason = %s "
                 f"WHERE campaign_id = %s AND status = %s{user_filter} "
                 f"AND user_id NOT IN ({audience})",
-                [Cursor.Status.EXITED, stamp, stamp, "the user no longer matches the campaign's segments",
-                 campaign.pk, Cursor.Status.ACTIVE, *user_params, *audience_params],
+                [
+                    Cursor.Status.EXITED,
+                    stamp,
+                    stamp,
+                    "the user no longer matches the campaign's segments",
+                    campaign.pk,
+                    Cursor.Status.ACTIVE,
+                    *user_params,
+                    *audience_params,
+                ],
             )
             exited = max(cursor.rowcount, 0)
             cursor.execute(
@@ -126,7 +140,8 @@ def campaigns_using(segment_ids: set[int]) -> list[Campaign]:
     """Active campaigns whose segments or excluded segments include any of `segment_ids`."""
     names = set(Segment.objects.filter(pk__in=segment_ids).values_list("name", flat=True))
     return [
-        c for c in Campaign.objects.filter(active=True)
+        c
+        for c in Campaign.objects.filter(active=True)
         if names & (set(c.segments) | set(c.exclude_segments))
     ]
 
@@ -134,15 +149,20 @@ def campaigns_using(segment_ids: set[int]) -> list[Campaign]:
 def new_cursor_ids(user_id: str) -> list[int]:
     """The user's cursors that have not run a step yet."""
     return list(
-        Cursor.objects.filter(user_id=user_id, status=Cursor.Status.ACTIVE, step_count=0)
-        .values_list("pk", flat=True)
+        Cursor.objects.filter(
+            user_id=user_id, status=Cursor.Status.ACTIVE, step_count=0
+        ).values_list("pk", flat=True)
     )
 
 
 def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:
     """Deactivate a campaign and end its active cursors. Returns how many ended."""
     ended = Cursor.objects.filter(campaign=campaign, status=Cursor.Status.ACTIVE).update(
-        status=Cursor.Status.ENDED, entry_key=None, due_at=None, ended_at=now, updated_at=now,
+        status=Cursor.Status.ENDED,
+        entry_key=None,
+        due_at=None,
+        ended_at=now,
+        updated_at=now,
         end_reason=reason,
     )
     # Finished cursors let go too: a campaign pushed again under this name starts afresh.
@@ -181,8 +201,9 @@ class StepError(Exception):
     """A step could not be performed; the cursor fails with this message."""
 
 
-def _perform_send_email(config: Config, cursor: Cursor, user: User, index: int,
-                        step: SendEmail, now: datetime) -> StepOutcome:
+def _perform_send_email(
+    config: Config, cursor: Cursor, user: User, index: int, step: SendEmail, now: datetime
+) -> StepOutcome:
     template = config.templates.get(step.template)
     if template is None:
         raise StepError(
@@ -192,8 +213,8 @@ def _perform_send_email(config: Config, cursor: Cursor, user: User, index: int,
     origin = EmailOrigin.campaign_step(cursor.campaign.name, cursor.pk, index, step.template)
     row = queue_email(config, template, user, origin)
     result = SendEmailResult(
-        success=row.status in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING,
-                               OutboxEmail.Status.SENT),
+        success=row.status
+        in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING, OutboxEmail.Status.SENT),
         status=row.status,
         reason=row.reason,
         outbox_id=row.pk,
@@ -201,9 +222,12 @@ def _perform_send_email(config: Config, cursor: Cursor, user: User, index: int,
     return StepOutcome(result=result, recorded_result=result.__dict__)
 
 
-def _perform_wait(config: Config, cursor: Cursor, user: User, index: int, step: Wait,
-                  now: datetime) -> StepOutcome:
-    return StepOutcome(result=None, recorded_result=None, due_at=now + timedelta(seconds=step.seconds))
+def _perform_wait(
+    config: Config, cursor: Cursor, user: User, index: int, step: Wait, now: datetime
+) -> StepOutcome:
+    return StepOutcome(
+        result=None, recorded_result=None, due_at=now + timedelta(seconds=step.seconds)
+    )
 
 
 PERFORMERS: dict[str, Callable[..., StepOutcome]] = {
@@ -222,13 +246,27 @@ def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) 
     user_id = Cursor.objects.filter(pk=cursor_id).values_list("user_id", flat=True).first()
     if user_id is None:
         return "gone"
+    try:
+        return _advance_locked(cursor_id, user_id, config, now)
+    except RunawayFlow as exc:
+        # Everything that run did was rolled back, its emails included; only the failure stays.
+        with transaction.atomic():
+            cursor = Cursor.objects.select_for_update().select_related("campaign").get(pk=cursor_id)
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
+            cursor.save()
+        return "failed"
+
+
+def _advance_locked(cursor_id: int, user_id: str, config: Config, now: datetime) -> str:
     with transaction.atomic():
         # Lock order everywhere: the user, then their cursors.
         user = User.objects.select_for_update().filter(pk=user_id).first()
         if user is None:
             return "gone"
         cursor = (
-            Cursor.objects.select_for_update(skip_locked=connection.features.has_select_for_update_skip_locked)
+            Cursor.objects.select_for_update(
+                skip_locked=connection.features.has_select_for_update_skip_locked
+            )
             .select_related("campaign")
             .filter(pk=cursor_id)
             .first()
@@ -242,14 +280,16 @@ def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) 
             logger.warning(
                 "cursor %s left waiting: this process's config does not have the pushed flow of "
                 "campaign %r; restart it with the config that was pushed",
-                cursor.pk, cursor.campaign.name,
+                cursor.pk,
+                cursor.campaign.name,
             )
             return "config mismatch"
         return _run_steps(cursor, user, definition, config, now)
 
 
-def _run_steps(cursor: Cursor, user: User, definition: CampaignDef, config: Config,
-               now: datetime) -> str:
+def _run_steps(
+    cursor: Cursor, user: User, definition: CampaignDef, config: Config, now: datetime
+) -> str:
     try:
         run = FlowRun(
             definition.flow,
@@ -287,8 +327,13 @@ def _run_steps(cursor: Cursor, user: User, definition: CampaignDef, config: Conf
             outcome_label = "failed"
             break
         CursorStep.objects.create(
-            cursor=cursor, index=index, kind=step.kind, args=step.to_record(),
-            result=outcome.recorded_result, user_snapshot=next_step.user_snapshot, created_at=now,
+            cursor=cursor,
+            index=index,
+            kind=step.kind,
+            args=step.to_record(),
+            result=outcome.recorded_result,
+            user_snapshot=next_step.user_snapshot,
+            created_at=now,
         )
         index += 1
         run.step_done(step, outcome.result)
@@ -296,13 +341,23 @@ def _run_steps(cursor: Cursor, user: User, definition: CampaignDef, config: Conf
             cursor.due_at = outcome.due_at
             break
     else:
-        end_cursor(cursor, Cursor.Status.FAILED,
-                   f"the flow ran {MAX_STEPS_PER_ADVANCE} steps without a wait", now)
-        outcome_label = "failed"
+        raise RunawayFlow(
+            f"the flow took {MAX_STEPS_PER_ADVANCE} steps without a wait; nothing of them was sent"
+        )
     cursor.step_count = index
     cursor.updated_at = now
-    cursor.save(update_fields=["step_count", "due_at", "updated_at", "status", "entry_key",
-                               "ended_at", "end_reason", "error"])
+    cursor.save(
+        update_fields=[
+            "step_count",
+            "due_at",
+            "updated_at",
+            "status",
+            "entry_key",
+            "ended_at",
+            "end_reason",
+            "error",
+        ]
+    )
     _save_writes(user, run.pending_writes, now)
     return outcome_label
 
@@ -317,8 +372,14 @@ def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: s
     if status in (Cursor.Status.EXITED, Cursor.Status.ENDED):
         cursor.entry_key = None
     if status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
-        logger.warning("cursor %s (%s, user %s) %s: %s", cursor.pk, cursor.campaign.name,
-                       cursor.user_id, status, reason)
+        logger.warning(
+            "cursor %s (%s, user %s) %s: %s",
+            cursor.pk,
+            cursor.campaign.name,
+            cursor.user_id,
+            status,
+            reason,
+        )
 
 
 def _apply_writes(user: User, writes: dict) -> None:
@@ -338,8 +399,13 @@ def _save_writes(user: User, writes: dict, now: datetime) -> None:
 def replay_check(cursor: Cursor, definition: CampaignDef) -> str | None:
     """None if the cursor's history replays cleanly on `definition`'s flow, else the reason."""
     try:
-        FlowRun(definition.flow, user_id=cursor.user_id, attributes={}, history=history_of(cursor),
-                campaign=definition.name)
+        FlowRun(
+            definition.flow,
+            user_id=cursor.user_id,
+            attributes={},
+            history=history_of(cursor),
+            campaign=definition.name,
+        )
     except FlowDiverged as exc:
         return f"the flow changed: {exc}"
     except FlowFailed as exc:

@@ -211,12 +211,15 @@ def load_config(location: str) -> Config:
     raw = getattr(module, "config", None)
     if raw is None:
         raise ConfigError(
-            f"SEGFLOW_CONFIG: {location} defines no `config`; define `config: SegflowConfig = {{...}}`"
+            f"SEGFLOW_CONFIG: {location} defines no `config`; "
+            "define `config: SegflowConfig = {...}`"
         )
     return validate_config(raw, location=location, base_dir=base_dir)
 
 
-def validate_config(raw: Any, *, location: str = "<config>", base_dir: Path | None = None) -> Config:
+def validate_config(
+    raw: Any, *, location: str = "<config>", base_dir: Path | None = None
+) -> Config:
     """Check a config dict and turn it into definitions. Raises ConfigError naming the key."""
     base_dir = base_dir or Path.cwd()
     _require_mapping(raw, "config")
@@ -229,8 +232,9 @@ def validate_config(raw: Any, *, location: str = "<config>", base_dir: Path | No
         email_provider=_email_provider(raw.get("email_provider"), "email_provider"),
     )
     for name, item in _named_items(raw, "templates"):
-        config.templates[name] = _email_content(TemplateDef, name, item, f"templates.{name}",
-                                                base_dir, subject_args=1)
+        config.templates[name] = _email_content(
+            TemplateDef, name, item, f"templates.{name}", base_dir, subject_args=1
+        )
     for name, item in _named_items(raw, "segments"):
         config.segments[name] = _segment(name, item, f"segments.{name}")
     for name, item in _named_items(raw, "transactions"):
@@ -250,7 +254,8 @@ def _email_provider(raw: Any, path: str) -> EmailProviderDef | None:
     name = settings.get("name")
     if name not in PROVIDERS:
         raise ConfigError(
-            f"{path}.config.name: must be one of {', '.join(repr(p) for p in PROVIDERS)}, got {name!r}"
+            f"{path}.config.name: must be one of "
+            f"{', '.join(repr(p) for p in PROVIDERS)}, got {name!r}"
         )
     from_address = raw.get("from_address")
     if not isinstance(from_address, str) or "@" not in from_address:
@@ -266,8 +271,9 @@ def _email_provider(raw: Any, path: str) -> EmailProviderDef | None:
     )
 
 
-def _email_content(cls, name: str, raw: Any, path: str, base_dir: Path, *, subject_args: int,
-                   **extra: Any):
+def _email_content(
+    cls, name: str, raw: Any, path: str, base_dir: Path, *, subject_args: int, **extra: Any
+):
     _require_mapping(raw, path)
     allowed = {"subject", "html"} | ({"event"} if cls is TransactionDef else set())
     _reject_unknown_keys(raw, path, allowed)
@@ -299,11 +305,28 @@ def _email_content(cls, name: str, raw: Any, path: str, base_dir: Path, *, subje
         raise ConfigError(f"{path}.html: must be a template file name or a function, got {html!r}")
 
     subject_source = subject if isinstance(subject, str) else source_of(subject)
-    source = f"subject: {subject_source}\nhtml: {html if isinstance(html, str) else ''}\n{html_source}"
-    fingerprint = _sha256(json.dumps([subject_source, html if isinstance(html, str) else "",
-                                      html_source, extra.get("event", "")]))
-    return cls(name=name, subject=subject, html=html, html_path=html_path, source=source,
-               fingerprint=fingerprint, **extra)
+    source = (
+        f"subject: {subject_source}\nhtml: {html if isinstance(html, str) else ''}\n{html_source}"
+    )
+    fingerprint = _sha256(
+        json.dumps(
+            [
+                subject_source,
+                html if isinstance(html, str) else "",
+                html_source,
+                extra.get("event", ""),
+            ]
+        )
+    )
+    return cls(
+        name=name,
+        subject=subject,
+        html=html,
+        html_path=html_path,
+        source=source,
+        fingerprint=fingerprint,
+        **extra,
+    )
 
 
 def _transaction(name: str, raw: Any, path: str, base_dir: Path) -> TransactionDef:
@@ -329,7 +352,9 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
     _reject_unknown_keys(raw, path, {"evaluator", "sql", "params", "refresh_every"})
     sql, evaluator, params = raw.get("sql"), raw.get("evaluator"), raw.get("params")
     if (sql is None) == (evaluator is None):
-        raise ConfigError(f"{path}: give exactly one of 'evaluator' (a function) or 'sql' (a query)")
+        raise ConfigError(
+            f"{path}: give exactly one of 'evaluator' (a function) or 'sql' (a query)"
+        )
 
     time_based = False
     if sql is not None:
@@ -549,7 +574,9 @@ def source_of(fn: Callable) -> str:
         return lambdas[0]
     # Several lambdas on the same lines: pick the one whose parameters match.
     arg_names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
-    matching = [text for text, args in _lambda_segments(source, with_args=True) if args == arg_names]
+    matching = [
+        text for text, args in _lambda_segments(source, with_args=True) if args == arg_names
+    ]
     return matching[0] if len(matching) == 1 else source.strip()
 
 

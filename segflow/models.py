@@ -56,7 +56,9 @@ class ApiKey(models.Model):
     """A bearer key for the HTTP API. Only its SHA-256 is stored; the key is shown once."""
 
     name = models.CharField(max_length=100)
-    prefix = models.CharField(max_length=16, help_text="The key's first characters, to tell keys apart.")
+    prefix = models.CharField(
+        max_length=16, help_text="The key's first characters, to tell keys apart."
+    )
     key_hash = models.CharField(max_length=64, unique=True)
     created_at = models.DateTimeField(default=timezone.now)
     last_used_at = models.DateTimeField(null=True, blank=True)

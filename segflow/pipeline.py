@@ -33,17 +33,20 @@ def pushed_segments(config: Config) -> list[tuple[Segment, SegmentDef]]:
     for row in Segment.objects.all():
         definition = config.segments.get(row.name)
         if definition is None or definition.fingerprint != row.fingerprint:
-            logger.warning("segment %r skipped: this process's config differs from the pushed one",
-                           row.name)
+            logger.warning(
+                "segment %r skipped: this process's config differs from the pushed one", row.name
+            )
             continue
         pairs.append((row, definition))
     return pairs
 
 
-def _evaluate_user(user: User, config: Config, now: datetime, *, attributes: bool,
-                   events: bool) -> None:
+def _evaluate_user(
+    user: User, config: Config, now: datetime, *, attributes: bool, events: bool
+) -> None:
     chosen = [
-        (row, d) for row, d in pushed_segments(config)
+        (row, d)
+        for row, d in pushed_segments(config)
         if (attributes and row.reads_users) or (events and row.reads_events)
     ]
     change = segments.evaluate_user(user.pk, chosen, now)
@@ -116,9 +119,9 @@ class TickReport:
     swept: int = 0
 
     def __str__(self) -> str:
+        names = f" ({', '.join(self.refreshed_segments)})" if self.refreshed_segments else ""
         return (
-            f"refreshed {len(self.refreshed_segments)} time-based segment(s)"
-            f"{' (' + ', '.join(self.refreshed_segments) + ')' if self.refreshed_segments else ''}, "
+            f"refreshed {len(self.refreshed_segments)} time-based segment(s){names}, "
             f"started {self.cursors_started} due cursor(s), swept up {self.swept} missed task(s)"
         )
 
@@ -149,15 +152,18 @@ def sweep(now: datetime) -> int:
     before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
     events = list(
         Event.objects.filter(processed_at__isnull=True, created_at__lte=before)
-        .order_by("created_at").values_list("pk", flat=True)[:500]
+        .order_by("created_at")
+        .values_list("pk", flat=True)[:500]
     )
     users = list(
-        User.objects.filter(evaluation_pending=True, updated_at__lte=before)
-        .values_list("pk", flat=True)[:500]
+        User.objects.filter(evaluation_pending=True, updated_at__lte=before).values_list(
+            "pk", flat=True
+        )[:500]
     )
     emails = list(
-        OutboxEmail.objects.filter(status=OutboxEmail.Status.QUEUED, created_at__lte=before)
-        .values_list("pk", flat=True)[:500]
+        OutboxEmail.objects.filter(
+            status=OutboxEmail.Status.QUEUED, created_at__lte=before
+        ).values_list("pk", flat=True)[:500]
     )
     for event_id in events:
         enqueue("process_event", event_id)

@@ -79,8 +79,15 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
     with transaction.atomic():
         _diff_email_provider(config, plan)
         _sync_named(EmailTemplate, config.templates, plan, "Templates", now)
-        _sync_named(Transaction, config.transactions, plan, "Transactions", now,
-                    extra=lambda d: {"event": d.event}, describe=lambda d: f'on event "{d.event}"')
+        _sync_named(
+            Transaction,
+            config.transactions,
+            plan,
+            "Transactions",
+            now,
+            extra=lambda d: {"event": d.event},
+            describe=lambda d: f'on event "{d.event}"',
+        )
         changed_segments = _sync_segments(config, plan, now)
         touched_campaigns, changed_flows = _sync_campaigns(config, plan, now)
         _evaluate(config, plan, changed_segments, touched_campaigns, now)
@@ -105,19 +112,34 @@ def _diff_email_provider(config: Config, plan: PushPlan) -> None:
     wanted = config.email_provider.describe() if config.email_provider else {}
     if (stored or {}) != wanted:
         if wanted:
-            plan.add("Email provider", "~" if stored else "+", wanted["name"],
-                     f"from {wanted['from_address']}")
+            plan.add(
+                "Email provider",
+                "~" if stored else "+",
+                wanted["name"],
+                f"from {wanted['from_address']}",
+            )
         else:
             plan.add("Email provider", "-", stored["name"], "Django's EMAIL_BACKEND delivers")
 
 
-def _sync_named(model, definitions: dict, plan: PushPlan, section: str, now: datetime, *,
-                extra=lambda d: {}, describe=lambda d: "") -> None:
+def _sync_named(
+    model,
+    definitions: dict,
+    plan: PushPlan,
+    section: str,
+    now: datetime,
+    *,
+    extra=lambda d: {},
+    describe=lambda d: "",
+) -> None:
     stored = {row.name: row for row in model.objects.all()}
     for name, definition in definitions.items():
         row = stored.get(name)
-        fields = {"source": definition.source, "fingerprint": definition.fingerprint,
-                  **extra(definition)}
+        fields = {
+            "source": definition.source,
+            "fingerprint": definition.fingerprint,
+            **extra(definition),
+        }
         if row is None:
             model.objects.create(name=name, created_at=now, updated_at=now, **fields)
             plan.add(section, "+", name, describe(definition))
@@ -147,7 +169,8 @@ def _sync_segments(config: Config, plan: PushPlan, now: datetime) -> list[Segmen
             "reads_users": reads_users,
             "reads_events": reads_events,
             "refresh_seconds": int(definition.refresh_every.total_seconds())
-            if definition.refresh_every else None,
+            if definition.refresh_every
+            else None,
         }
         row = stored.get(name)
         if row is None:
@@ -194,12 +217,14 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
             touched.append(row)
         elif row.fingerprint != definition.fingerprint:
             what = [
-                label for label, old, new in (
+                label
+                for label, old, new in (
                     ("flow", row.flow_fingerprint, definition.flow_fingerprint),
                     ("behavior", row.behavior, definition.behavior),
                     ("segments", row.segments, list(definition.segments)),
                     ("excluded segments", row.exclude_segments, list(definition.exclude_segments)),
-                ) if old != new
+                )
+                if old != new
             ]
             if row.flow_fingerprint != definition.flow_fingerprint:
                 changed_flows.append(row)
@@ -214,8 +239,13 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
     return touched, changed_flows
 
 
-def _evaluate(config: Config, plan: PushPlan, changed_segments: list[Segment],
-              touched_campaigns: list[Campaign], now: datetime) -> None:
+def _evaluate(
+    config: Config,
+    plan: PushPlan,
+    changed_segments: list[Segment],
+    touched_campaigns: list[Campaign],
+    now: datetime,
+) -> None:
     campaign_changes: dict[str, campaigns.AudienceChange] = {}
     for row in changed_segments:
         count, changes = refresh_segment(row, config.segments[row.name], now)
@@ -229,7 +259,8 @@ def _evaluate(config: Config, plan: PushPlan, changed_segments: list[Segment],
     for name, change in campaign_changes.items():
         line = plan.find("Campaigns", name)
         detail = f"{change.entered} user(s) enter" + (
-            f", {change.exited} exit" if change.exited else "")
+            f", {change.exited} exit" if change.exited else ""
+        )
         if line is None:
             if change.entered or change.exited:
                 plan.add("Campaigns", "~", name, f"audience changed, {detail}")
@@ -239,12 +270,14 @@ def _evaluate(config: Config, plan: PushPlan, changed_segments: list[Segment],
 
 def _add_change(into: dict, name: str, change: campaigns.AudienceChange) -> None:
     before = into.get(name, campaigns.AudienceChange(0, 0))
-    into[name] = campaigns.AudienceChange(before.entered + change.entered,
-                                          before.exited + change.exited)
+    into[name] = campaigns.AudienceChange(
+        before.entered + change.entered, before.exited + change.exited
+    )
 
 
-def _check_in_flight(config: Config, plan: PushPlan, changed_flows: list[Campaign],
-                     now: datetime) -> None:
+def _check_in_flight(
+    config: Config, plan: PushPlan, changed_flows: list[Campaign], now: datetime
+) -> None:
     """Replay the users already in a changed flow; end the cursors the new code diverges on."""
     for row in changed_flows:
         definition = config.campaigns[row.name]
@@ -258,8 +291,9 @@ def _check_in_flight(config: Config, plan: PushPlan, changed_flows: list[Campaig
             diverged += 1
             campaigns.end_cursor(cursor, Cursor.Status.DIVERGED, reason, now)
             cursor.updated_at = now
-            cursor.save(update_fields=["status", "due_at", "ended_at", "end_reason", "error",
-                                       "updated_at"])
+            cursor.save(
+                update_fields=["status", "due_at", "ended_at", "end_reason", "error", "updated_at"]
+            )
         line = plan.find("Campaigns", row.name)
         line.detail += (
             f"; {clean + diverged} user(s) in flight: {clean} replay cleanly on the new flow, "

@@ -66,7 +66,10 @@ def merge_patch(target: Any, patch: Any) -> Any:
 def mark_attributes_changed(user: User, now: datetime) -> None:
     """Save the user's new attributes and have their segments re-evaluated after commit."""
     User.objects.filter(pk=user.pk).update(
-        attributes=user.attributes, updated_at=now, version=F("version") + 1, evaluation_pending=True
+        attributes=user.attributes,
+        updated_at=now,
+        version=F("version") + 1,
+        evaluation_pending=True,
     )
     user_id = user.pk
     transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
@@ -86,7 +89,9 @@ def record_event(user_id: str, name: str, attributes: dict[str, Any]) -> Event:
         _, created = User.objects.get_or_create(
             pk=user_id, defaults={"attributes": {}, "created_at": now, "updated_at": now}
         )
-        event = Event.objects.create(user_id=user_id, name=name, attributes=attributes, created_at=now)
+        event = Event.objects.create(
+            user_id=user_id, name=name, attributes=attributes, created_at=now
+        )
         event_id = event.pk
         transaction.on_commit(lambda: enqueue("process_event", event_id))
     return event

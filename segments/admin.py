@@ -7,8 +7,16 @@ from .models import Segment, SegmentMembership
 
 @admin.register(Segment)
 class SegmentAdmin(CodeDefinedAdmin):
-    list_display = ("name", "kind", "member_count", "reads_users", "reads_events",
-                    "refresh_seconds", "refreshed_at", "updated_at")
+    list_display = (
+        "name",
+        "kind",
+        "member_count",
+        "reads_users",
+        "reads_events",
+        "refresh_seconds",
+        "refreshed_at",
+        "updated_at",
+    )
     exclude = ("source",)
     readonly_fields = ("source_code",)
 

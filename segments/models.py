@@ -16,7 +16,9 @@ class Segment(models.Model):
     kind = models.CharField(max_length=16, choices=Kind.choices)
     source = models.TextField(help_text="The SQL, or the evaluator's source code.")
     fingerprint = models.CharField(max_length=64)
-    reads_users = models.BooleanField(default=True, help_text="Re-evaluated when attributes change.")
+    reads_users = models.BooleanField(
+        default=True, help_text="Re-evaluated when attributes change."
+    )
     reads_events = models.BooleanField(default=False, help_text="Re-evaluated when events arrive.")
     refresh_seconds = models.PositiveIntegerField(
         null=True, blank=True, help_text="Re-evaluated for all users this often, as time passes."

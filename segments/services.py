@@ -10,7 +10,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import date, datetime
 
 from django.db import connection
 from django.db.models import QuerySet
@@ -39,7 +39,7 @@ class SegmentQuery:
 def segment_query(definition: SegmentDef, now: datetime) -> SegmentQuery:
     """The segment's SQL for this moment, with its parameters bound positionally."""
     if definition.sql is not None:
-        values = {"now": connection.ops.adapt_datetimefield_value(now)}
+        values = {"now": now}
         if definition.params is not None:
             try:
                 extra = definition.params(now)
@@ -54,7 +54,9 @@ def segment_query(definition: SegmentDef, now: datetime) -> SegmentQuery:
             raise SegmentError(
                 f"segment {definition.name!r}: no value for parameter(s) {', '.join(missing)}"
             )
-        return SegmentQuery(_NAMED_PARAM.sub("%s", definition.sql), [values[n] for n in names])
+        return SegmentQuery(
+            _NAMED_PARAM.sub("%s", definition.sql), [_adapt(values[n]) for n in names]
+        )
 
     try:
         queryset = call_with_arity(definition.evaluator, User.objects.all(), now)
@@ -65,8 +67,19 @@ def segment_query(definition: SegmentDef, now: datetime) -> SegmentQuery:
             f"segment {definition.name!r}: the evaluator must return a QuerySet over users "
             f"(filter the `users` it is given), got {type(queryset).__name__}"
         )
-    sql, params = queryset.order_by().values("id").query.get_compiler(connection=connection).as_sql()
+    sql, params = (
+        queryset.order_by().values("id").query.get_compiler(connection=connection).as_sql()
+    )
     return SegmentQuery(sql, list(params))
+
+
+def _adapt(value):
+    # Datetimes compare with DateTimeField columns only in the form Django stores them in.
+    if isinstance(value, datetime):
+        return connection.ops.adapt_datetimefield_value(value)
+    if isinstance(value, date):
+        return connection.ops.adapt_datefield_value(value)
+    return value
 
 
 def tables_read(definition: SegmentDef, now: datetime | None = None) -> tuple[bool, bool]:
@@ -152,7 +165,10 @@ def evaluate_user(
     change = MembershipChange(entered=matched - current, left=current - matched)
     if change.entered:
         SegmentMembership.objects.bulk_create(
-            [SegmentMembership(segment_id=s, user_id=user_id, created_at=now) for s in change.entered],
+            [
+                SegmentMembership(segment_id=s, user_id=user_id, created_at=now)
+                for s in change.entered
+            ],
             ignore_conflicts=True,
         )
     if change.left:
@@ -197,6 +213,9 @@ def segments_due_for_refresh(now: datetime) -> list[Segment]:
     """Segments whose answer changes with time alone and whose refresh interval has passed."""
     due = []
     for row in Segment.objects.filter(refresh_seconds__isnull=False):
-        if row.refreshed_at is None or (now - row.refreshed_at).total_seconds() >= row.refresh_seconds:
+        if (
+            row.refreshed_at is None
+            or (now - row.refreshed_at).total_seconds() >= row.refresh_seconds
+        ):
             due.append(row)
     return due

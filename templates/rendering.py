@@ -42,8 +42,10 @@ def render_email(content: EmailContentDef, base_dir: Path, user, event=None) -> 
         if callable(content.subject):
             subject = str(call_with_arity(content.subject, *callable_args))
         else:
-            subject = Engine(autoescape=False).from_string(content.subject).render(
-                Context({"user": user_data, "event": event_data})
+            subject = (
+                Engine(autoescape=False)
+                .from_string(content.subject)
+                .render(Context({"user": user_data, "event": event_data}))
             )
         if callable(content.html):
             html = str(call_with_arity(content.html, *callable_args))

@@ -15,8 +15,9 @@ def send_transactions(config: Config, user: User, event: Event) -> list[OutboxEm
     if not definitions:
         return []
     pushed = set(
-        Transaction.objects.filter(event=event.name, name__in=[d.name for d in definitions])
-        .values_list("name", flat=True)
+        Transaction.objects.filter(
+            event=event.name, name__in=[d.name for d in definitions]
+        ).values_list("name", flat=True)
     )
     return [
         queue_email(config, definition, user, EmailOrigin.transaction_event(definition.name, event))

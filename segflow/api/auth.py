@@ -12,9 +12,7 @@ class ApiKeyAuthentication(authentication.BaseAuthentication):
             return None
         scheme, _, key = header.partition(" ")
         if scheme.lower() != "bearer" or not key.strip():
-            raise exceptions.AuthenticationFailed(
-                "Authorization: expected 'Bearer <api key>'"
-            )
+            raise exceptions.AuthenticationFailed("Authorization: expected 'Bearer <api key>'")
         api_key = find_api_key(key.strip())
         if api_key is None:
             raise exceptions.AuthenticationFailed("Authorization: unknown or revoked API key")

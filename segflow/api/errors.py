@@ -1,5 +1,6 @@
 """Every API error is JSON with a 4xx status: {"error": "<field>: <problem>", "fields": {...}}."""
 
+from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
 from rest_framework.exceptions import APIException, ValidationError
 from rest_framework.response import Response
@@ -19,12 +20,16 @@ class InvalidInput(ValidationError):
 
 
 def exception_handler(exc, context):
+    if isinstance(exc, RequestDataTooBig):  # over DATA_UPLOAD_MAX_MEMORY_SIZE: Django's check
+        exc = PayloadTooLarge()
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
     detail = response.data
     if isinstance(exc, ValidationError) and isinstance(detail, dict):
-        fields = {k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()}
+        fields = {
+            k: [str(m) for m in (v if isinstance(v, list) else [v])] for k, v in detail.items()
+        }
         message = "; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items())
         response.data = {"error": message, "fields": fields}
     else:

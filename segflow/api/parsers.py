@@ -21,7 +21,10 @@ class StrictJSONParser(JSONParser):
         except (UnicodeDecodeError, LookupError) as exc:
             raise ParseError(f"body: not valid {encoding} text") from exc
         try:
-            return json.loads(text, parse_constant=_reject_constant)
+            data = json.loads(text, parse_constant=_reject_constant)
+            # 1e400 (infinity) and lone surrogates ("\\ud800") parse; they can't be stored or sent.
+            json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+            return data
         except RecursionError as exc:
             raise ParseError("body: JSON nested too deeply") from exc
         except ValueError as exc:

@@ -13,7 +13,9 @@ def user_representation(user: User) -> dict[str, Any]:
         .order_by("segment__name")
         .values_list("segment__name", flat=True)
     )
-    cursors = Cursor.objects.filter(user=user).select_related("campaign").order_by("created_at", "id")
+    cursors = (
+        Cursor.objects.filter(user=user).select_related("campaign").order_by("created_at", "id")
+    )
     return {
         "id": user.id,
         "attributes": user.attributes,

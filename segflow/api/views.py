@@ -28,7 +28,8 @@ class UserView(APIView):
         user, created = user_service.put_user(user_id, attributes)
         user.refresh_from_db()
         return Response(
-            user_representation(user), status=status.HTTP_201_CREATED if created else status.HTTP_200_OK
+            user_representation(user),
+            status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
     def patch(self, request, user_id: str):

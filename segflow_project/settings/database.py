@@ -29,5 +29,7 @@ elif _default["ENGINE"] == "django.db.backends.mysql":
             "init_command": "SET sql_mode='STRICT_TRANS_TABLES'",
         }
     )
-    _default.setdefault("TEST", {}).update({"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"})
+    _default.setdefault("TEST", {}).update(
+        {"CHARSET": "utf8mb4", "COLLATION": "utf8mb4_unicode_ci"}
+    )
     _default.setdefault("CONN_MAX_AGE", env.int("CONN_MAX_AGE", default=60))

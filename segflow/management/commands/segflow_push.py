@@ -5,12 +5,18 @@ from segflow.push import PushError, push
 
 
 class Command(BaseCommand):
-    help = "Apply the segflow config: add, change and remove segments, templates, transactions and campaigns."
+    help = (
+        "Apply the segflow config: add, change and remove segments, templates, transactions "
+        "and campaigns."
+    )
 
     def add_arguments(self, parser):
-        parser.add_argument("--dry-run", action="store_true",
-                            help="Print the plan and change nothing.")
-        parser.add_argument("--config", help="The config to push (default: settings.SEGFLOW_CONFIG).")
+        parser.add_argument(
+            "--dry-run", action="store_true", help="Print the plan and change nothing."
+        )
+        parser.add_argument(
+            "--config", help="The config to push (default: settings.SEGFLOW_CONFIG)."
+        )
 
     def handle(self, *args, dry_run: bool = False, config: str | None = None, **options):
         from django.conf import settings

@@ -17,8 +17,8 @@ class Command(BaseCommand):
     def handle(self, *args, addrport: str, **options):
         if not settings.SEGFLOW_TASKS_INLINE:
             self.stderr.write(
-                "CELERY_BROKER_URL is set: tasks go to Celery workers, and beat keeps the schedule. "
-                "The ticker is not started here."
+                "CELERY_BROKER_URL is set: tasks go to Celery workers, and beat keeps the "
+                "schedule. The ticker is not started here."
             )
             ticker = None
         else:

@@ -4,7 +4,9 @@ from segflow.pipeline import tick
 
 
 class Command(BaseCommand):
-    help = "Run all due work once: due campaign steps, time-based segments, missed tasks (for cron)."
+    help = (
+        "Run all due work once: due campaign steps, time-based segments, missed tasks (for cron)."
+    )
 
     def handle(self, *args, **options):
         report = tick()

@@ -1,0 +1,153 @@
+#!/usr/bin/env python3
+"""segflow's two commands, with nothing but Python 3.11+ on the machine.
+
+    python3 dev.py          set up and run: API, admin and workers at http://127.0.0.1:8000
+    python3 dev.py test     run the whole test suite (SQLite, then MySQL/MariaDB if one answers)
+
+It keeps a virtual environment in .venv and reinstalls only when pyproject.toml changes.
+"""
+
+from __future__ import annotations
+
+import sys
+
+if sys.version_info < (3, 11):  # noqa: UP036 - this check is for people running an older Python
+    sys.exit(f"segflow needs Python 3.11 or newer; this is {sys.version.split()[0]}.")
+
+import hashlib
+import json
+import os
+import socket
+import subprocess
+import tempfile
+import tomllib
+import urllib.request
+import venv
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent
+VENV = ROOT / ".venv"
+PYTHON = VENV / "bin" / "python"
+MYSQL_TEST_URL = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+
+
+def say(message: str) -> None:
+    print(f"[segflow] {message}", flush=True)
+
+
+def run(*args: str | Path, env: dict | None = None) -> int:
+    return subprocess.call([str(a) for a in args], cwd=ROOT, env=env)
+
+
+def ensure_venv() -> None:
+    if PYTHON.exists():
+        return
+    say(f"Creating a virtual environment in {VENV} ...")
+    try:
+        venv.create(VENV, with_pip=True)
+    except Exception:
+        # Debian's python3 comes without ensurepip (package python3-venv): bootstrap pip from PyPI.
+        say("This Python has no ensurepip; fetching pip from PyPI instead ...")
+        venv.create(VENV, with_pip=False, clear=True)
+        bootstrap_pip()
+
+
+def bootstrap_pip() -> None:
+    with urllib.request.urlopen("https://pypi.org/pypi/pip/json", timeout=60) as response:
+        release = json.load(response)
+    wheel = next(f for f in release["urls"] if f["filename"].endswith(".whl"))
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / wheel["filename"]
+        with urllib.request.urlopen(wheel["url"], timeout=120) as response:
+            path.write_bytes(response.read())
+        if run(PYTHON, f"{path}/pip", "install", "--quiet", str(path)) != 0:
+            sys.exit(
+                "Installing pip into .venv failed; install Debian's python3-venv and try again."
+            )
+
+
+def requirements(extras: list[str]) -> list[str]:
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    wanted = list(project["dependencies"])
+    for extra in extras:
+        wanted += project["optional-dependencies"][extra]
+    return wanted
+
+
+def ensure_installed(extras: list[str]) -> None:
+    wanted = requirements(extras)
+    stamp = VENV / f"segflow-{'-'.join(extras) or 'base'}.installed"
+    digest = hashlib.sha256("\n".join(wanted).encode()).hexdigest()
+    if stamp.exists() and stamp.read_text() == digest:
+        return
+    say(f"Installing {len(wanted)} packages{' (' + ', '.join(extras) + ')' if extras else ''} ...")
+    if run(PYTHON, "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *wanted) != 0:
+        if "mysql" in extras:
+            sys.exit(
+                "Installing mysqlclient failed. It builds against MariaDB's client library: on "
+                "Debian or Ubuntu run `apt-get install libmariadb-dev pkg-config`, then try again."
+            )
+        sys.exit("Installing the dependencies failed; see pip's message above.")
+    stamp.write_text(digest)
+
+
+def ensure_dotenv() -> None:
+    # A local run is a development run: DEBUG on, a throwaway secret key, SQLite in var/.
+    dotenv = ROOT / ".env"
+    if not dotenv.exists():
+        dotenv.write_text("DEBUG=1\n")
+        say("Wrote .env (DEBUG=1) for local development.")
+
+
+def mysql_answers(url: str) -> bool:
+    rest = url.split("@", 1)[-1].split("/", 1)[0]
+    host, _, port = rest.partition(":")
+    try:
+        with socket.create_connection((host or "127.0.0.1", int(port or 3306)), timeout=2):
+            return True
+    except OSError:
+        return False
+
+
+def up(args: list[str]) -> int:
+    ensure_venv()
+    ensure_installed([])
+    ensure_dotenv()
+    return run(PYTHON, "manage.py", "segflow_up", *args)
+
+
+def test(args: list[str]) -> int:
+    ensure_venv()
+    ensure_installed(["dev"])
+    base_env = {
+        k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
+    }
+    say("Tests on SQLite ...")
+    failed = run(PYTHON, "-m", "pytest", *args, env=base_env) != 0
+    if mysql_answers(MYSQL_TEST_URL):
+        ensure_installed(["dev", "mysql"])
+        say(f"Tests on MySQL/MariaDB at {MYSQL_TEST_URL.split('@')[-1]} ...")
+        failed |= (
+            run(PYTHON, "-m", "pytest", *args, env={**base_env, "DATABASE_URL": MYSQL_TEST_URL})
+            != 0
+        )
+    else:
+        say(
+            f"No MySQL/MariaDB answers at {MYSQL_TEST_URL.split('@')[-1]}: ran SQLite only. "
+            "Set SEGFLOW_TEST_MYSQL_URL to test against one."
+        )
+    return 1 if failed else 0
+
+
+def main() -> int:
+    command, *args = sys.argv[1:] or ["up"]
+    if command == "up":
+        return up(args)
+    if command == "test":
+        return test(args)
+    print(__doc__)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

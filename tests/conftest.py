@@ -1,0 +1,110 @@
+from __future__ import annotations
+
+import textwrap
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+import time_machine
+from rest_framework.test import APIClient
+
+from segflow.api_keys import create_api_key
+from segflow.config import load_config, set_config
+from segflow.models import OutboxEmail
+from segflow.pipeline import tick
+from segflow.push import push
+
+EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "segflow_config.py"
+START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
+
+
+@pytest.fixture(autouse=True)
+def _fresh_config():
+    set_config(None)
+    yield
+    set_config(None)
+
+
+@pytest.fixture
+def api(db) -> APIClient:
+    """An API client holding a valid key."""
+    _, key = create_api_key("tests")
+    client = APIClient()
+    client.credentials(HTTP_AUTHORIZATION=f"Bearer {key}")
+    return client
+
+
+class Clock:
+    """The test's clock: time stands still until the test moves it."""
+
+    def __init__(self, start: datetime) -> None:
+        self._traveller = time_machine.travel(start, tick=False)
+        self._frozen = self._traveller.start()
+
+    @property
+    def now(self) -> datetime:
+        from django.utils import timezone
+
+        return timezone.now()
+
+    def move_to(self, when: datetime) -> None:
+        self._frozen.move_to(when)
+
+    def advance(self, **delta) -> None:
+        self._frozen.shift(timedelta(**delta))
+
+    def advance_and_tick(self, every: timedelta = timedelta(hours=1), **delta):
+        """Let time pass with the scheduler running: a tick every `every`, and one at the end."""
+        end = self.now + timedelta(**delta)
+        while self.now + every < end:
+            self.advance(seconds=every.total_seconds())
+            tick()
+        self.move_to(end)
+        return tick()
+
+    def stop(self) -> None:
+        self._traveller.stop()
+
+
+@pytest.fixture
+def clock():
+    clock = Clock(START)
+    yield clock
+    clock.stop()
+
+
+@pytest.fixture
+def write_config(tmp_path):
+    """Write a config file (and email templates beside it); returns its loaded Config."""
+
+    def write(source: str, emails: dict[str, str] | None = None):
+        path = tmp_path / "segflow_config.py"
+        path.write_text(textwrap.dedent(source))
+        for name, html in (emails or {}).items():
+            (tmp_path / name).parent.mkdir(parents=True, exist_ok=True)
+            (tmp_path / name).write_text(html)
+        return load_config(str(path))
+
+    return write
+
+
+@pytest.fixture
+def pushed(settings):
+    """Load a config, make it this process's config, and push it."""
+
+    def apply(config=None, **kwargs):
+        if config is None:
+            config = load_config(str(EXAMPLE_CONFIG))
+        settings.SEGFLOW_CONFIG = config.location
+        set_config(config)
+        return push(config, **kwargs)
+
+    return apply
+
+
+def sent(user_id: str | None = None, **filters) -> list[str]:
+    """Template names of the emails in the outbox, oldest first (all statuses)."""
+    rows = OutboxEmail.objects.order_by("id")
+    if user_id is not None:
+        rows = rows.filter(user_id=user_id)
+    return list(rows.filter(**filters).values_list("template_name", flat=True))
