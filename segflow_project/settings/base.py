@@ -96,6 +96,11 @@ SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = env.int("SEGFLOW_TIME_SEGMENT_REFRESH_SEC
 # Work the after-commit hook should have done is picked up by the schedule after this delay.
 SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
 
+# Where `segflow_up` keeps the development admin password and API key it printed.
+SEGFLOW_DEV_CREDENTIALS_FILE = env.str(
+    "SEGFLOW_DEV_CREDENTIALS_FILE", default=str(BASE_DIR / "var" / "dev-credentials.json")
+)
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,

@@ -9,7 +9,6 @@ from django.core.management.base import BaseCommand
 
 from segflow.api_keys import create_api_key, find_api_key
 
-CREDENTIALS_FILE = Path(settings.BASE_DIR) / "var" / "dev-credentials.json"
 
 
 class Command(BaseCommand):
@@ -38,7 +37,7 @@ class Command(BaseCommand):
             f"  Try it:  curl -X POST {url}/api/users/jane/events "
             f"-H 'Authorization: Bearer {credentials['api_key']}' "
             "-H 'Content-Type: application/json' -d '{\"name\": \"purchase\"}'\n"
-            f"  (kept in {CREDENTIALS_FILE})\n"
+            f"  (kept in {settings.SEGFLOW_DEV_CREDENTIALS_FILE})\n"
         )
         if no_serve:
             return
@@ -47,8 +46,9 @@ class Command(BaseCommand):
 
     def _credentials(self) -> dict:
         saved = {}
-        if CREDENTIALS_FILE.exists():
-            saved = json.loads(CREDENTIALS_FILE.read_text())
+        credentials_file = Path(settings.SEGFLOW_DEV_CREDENTIALS_FILE)
+        if credentials_file.exists():
+            saved = json.loads(credentials_file.read_text())
         User = get_user_model()
         admin = User.objects.filter(username=saved.get("username", "admin")).first()
         if admin is None or not admin.check_password(saved.get("password", "")):
@@ -61,7 +61,7 @@ class Command(BaseCommand):
             saved.update(username=admin.username, password=password)
         if not saved.get("api_key") or find_api_key(saved["api_key"]) is None:
             _, saved["api_key"] = create_api_key("development")
-        CREDENTIALS_FILE.parent.mkdir(parents=True, exist_ok=True)
-        CREDENTIALS_FILE.write_text(json.dumps(saved, indent=2))
-        CREDENTIALS_FILE.chmod(0o600)
+        credentials_file.parent.mkdir(parents=True, exist_ok=True)
+        credentials_file.write_text(json.dumps(saved, indent=2))
+        credentials_file.chmod(0o600)
         return saved
