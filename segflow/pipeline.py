@@ -87,7 +87,11 @@ def process_event(event_id: int) -> None:
 
 
 def advance_cursor(cursor_id: int) -> str:
-    return campaigns.advance_cursor(cursor_id, get_config())
+    outcome = campaigns.advance_cursor(cursor_id, get_config())
+    if outcome == "config mismatch":
+        # A push since this process loaded its config: load it again and try once more.
+        outcome = campaigns.advance_cursor(cursor_id, sync_config())
+    return outcome
 
 
 def deliver_email(outbox_id: int) -> str:

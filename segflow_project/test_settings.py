@@ -1,4 +1,8 @@
-"""Settings for the test suite: the same modules, with the secrets a test run needs."""
+"""Settings for the test suite: the same modules, with the secrets a test run needs.
+
+It lives outside the settings package because importing a module inside it would run the
+package first, which refuses to start without SECRET_KEY.
+"""
 
 import os
 
