@@ -29,13 +29,16 @@ class Command(BaseCommand):
         self.stdout.write("3/4 Development login and API key ...")
         credentials = self._credentials()
         url = f"http://{addrport}"
+        auth = f"Authorization: Bearer {credentials['api_key']}"
         self.stdout.write(
             "\n"
             f"  Admin:   {url}/admin/  user {credentials['username']!r}, "
             f"password {credentials['password']!r}\n"
             f"  API:     {url}/api/    Authorization: Bearer {credentials['api_key']}\n"
-            f"  Try it:  curl -X POST {url}/api/users/jane/events "
-            f"-H 'Authorization: Bearer {credentials['api_key']}' "
+            "  Try it:\n"
+            f"    curl -X PUT {url}/api/users/jane -H '{auth}' -H 'Content-Type: application/json' "
+            "-d '{\"attributes\": {\"email\": \"jane@example.com\", \"name\": \"Jane\"}}'\n"
+            f"    curl -X POST {url}/api/users/jane/events -H '{auth}' "
             "-H 'Content-Type: application/json' -d '{\"name\": \"purchase\"}'\n"
             f"  (kept in {settings.SEGFLOW_DEV_CREDENTIALS_FILE})\n"
         )
