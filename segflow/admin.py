@@ -19,6 +19,11 @@ class UserAdmin(ReadOnlyAdmin):
         # Deleting a user removes everything about them, as the API's DELETE does.
         return request.user.is_superuser
 
+    def get_deleted_objects(self, objs, request):
+        # Their events, emails and cursors have read-only admins, but go with them all the same.
+        deleted, counts, _perms_needed, protected = super().get_deleted_objects(objs, request)
+        return deleted, counts, set(), protected
+
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):

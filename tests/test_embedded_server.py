@@ -37,7 +37,11 @@ def server(tmp_path):
     env.pop("SECRET_KEY", None)
     setup = subprocess.run(
         [sys.executable, "manage.py", "segflow_up", f"127.0.0.1:{port}", "--no-serve"],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
     assert setup.returncode == 0, setup.stderr
     assert "+ onboarding: static" in setup.stdout  # the example config was pushed
@@ -47,7 +51,11 @@ def server(tmp_path):
     log = open(tmp_path / "server.log", "w+")  # noqa: SIM115
     process = subprocess.Popen(
         [sys.executable, "manage.py", "segflow_serve", f"127.0.0.1:{port}"],
-        cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT,
+        env=env,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
     )
     url = f"http://127.0.0.1:{port}"
     deadline = time.monotonic() + 30
@@ -59,8 +67,12 @@ def server(tmp_path):
             assert process.poll() is None, (tmp_path / "server.log").read_text()
             assert time.monotonic() < deadline, "the server did not come up in 30 s"
             time.sleep(0.1)
-    yield {"url": url, "key": credentials["api_key"], "db": tmp_path / "segflow.sqlite3",
-           "log": tmp_path / "server.log"}
+    yield {
+        "url": url,
+        "key": credentials["api_key"],
+        "db": tmp_path / "segflow.sqlite3",
+        "log": tmp_path / "server.log",
+    }
     process.terminate()
     process.wait(timeout=10)
     log.close()
@@ -77,8 +89,10 @@ def outbox(db: Path, **where) -> list[tuple]:
 
 def test_a_purchase_through_the_client_is_confirmed_within_a_second(server):
     client = Client.initialize(url=server["url"], api_key=server["key"])
-    client.create_user("user123", {"email": "jane@example.com", "name": "Jane",
-                                   "lastLoginAt": "2026-11-27T10:00:00+00:00"})
+    client.create_user(
+        "user123",
+        {"email": "jane@example.com", "name": "Jane", "lastLoginAt": "2026-11-27T10:00:00+00:00"},
+    )
     started = time.monotonic()
     client.emit("user123", "purchase", {"orderId": "ord_123", "amount": 99.99})
     while not outbox(server["db"], transaction_name="purchase-confirmation", status="sent"):

@@ -2,7 +2,13 @@
 
 from django.core.exceptions import RequestDataTooBig
 from rest_framework import status
-from rest_framework.exceptions import APIException, ValidationError
+from rest_framework.exceptions import (
+    APIException,
+    MethodNotAllowed,
+    NotAuthenticated,
+    UnsupportedMediaType,
+    ValidationError,
+)
 from rest_framework.response import Response
 from rest_framework.views import exception_handler as drf_exception_handler
 
@@ -33,9 +39,24 @@ def exception_handler(exc, context):
         message = "; ".join(f"{k}: {' '.join(v)}" for k, v in fields.items())
         response.data = {"error": message, "fields": fields}
     else:
-        text = detail.get("detail", detail) if isinstance(detail, dict) else detail
-        response.data = {"error": str(text)}
+        text = str(detail.get("detail", detail) if isinstance(detail, dict) else detail)
+        response.data = {"error": _name_the_field(exc, text, context)}
     return response
+
+
+def _name_the_field(exc, text: str, context) -> str:
+    """DRF's own messages, rewritten to name what the caller should fix."""
+    request = context.get("request")
+    if isinstance(exc, NotAuthenticated):
+        return "Authorization: missing; send the header 'Authorization: Bearer <api key>'"
+    if isinstance(exc, MethodNotAllowed):
+        allowed = context["view"].allowed_methods if context.get("view") else []
+        return f"method: {request.method if request else ''} is not allowed here; use " + ", ".join(
+            m for m in allowed if m != "OPTIONS"
+        )
+    if isinstance(exc, UnsupportedMediaType):
+        return f"Content-Type: {exc.detail}; send application/json"
+    return text
 
 
 def error_response(message: str, http_status: int) -> Response:

@@ -8,4 +8,6 @@ urlpatterns = [
     path("users/<str:user_id>/events", views.UserEventsView.as_view(), name="user-events"),
     re_path(r"^users/?$", views.EmptyIdView.as_view()),
     re_path(r"^users//events/?$", views.EmptyIdView.as_view()),
+    # Anything else under /api/ answers in JSON too, never with an HTML page.
+    re_path(r"^.*$", views.no_such_endpoint),
 ]

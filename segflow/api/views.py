@@ -1,4 +1,6 @@
+from django.http import JsonResponse
 from rest_framework import status
+from rest_framework.exceptions import NotFound
 from rest_framework.pagination import PageNumberPagination
 from rest_framework.permissions import AllowAny
 from rest_framework.response import Response
@@ -54,6 +56,16 @@ class EventPagination(PageNumberPagination):
     page_size_query_param = "page_size"
     max_page_size = 500
 
+    def paginate_queryset(self, queryset, request, view=None):
+        for name in (self.page_query_param, self.page_size_query_param):
+            value = request.query_params.get(name)
+            if value is not None and (not value.isdigit() or int(value) < 1):
+                raise InvalidInput(name, f"must be a whole number of 1 or more, got {value!r}")
+        try:
+            return super().paginate_queryset(queryset, request, view)
+        except NotFound:
+            raise InvalidInput(self.page_query_param, "there is no page with this number") from None
+
 
 class UserEventsView(APIView):
     """/api/users/{id}/events: record an event (POST), list them newest first (GET)."""
@@ -90,6 +102,16 @@ class HealthView(APIView):
 
     def get(self, request):
         return Response({"status": "ok"})
+
+
+def no_such_endpoint(request, *args, **kwargs):
+    return JsonResponse(
+        {
+            "error": f"path: no API endpoint at {request.path} (user ids cannot contain '/'; "
+            "endpoints are /api/users/{id} and /api/users/{id}/events)"
+        },
+        status=404,
+    )
 
 
 def _find_user(user_id: str) -> User | None:

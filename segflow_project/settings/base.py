@@ -89,6 +89,8 @@ REST_FRAMEWORK = {
 SEGFLOW_CONFIG = env.str("SEGFLOW_CONFIG", default=str(BASE_DIR / "examples" / "segflow_config.py"))
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
+# Django refuses larger bodies before segflow sees them; keep its limit out of segflow's way.
+DATA_UPLOAD_MAX_MEMORY_SIZE = max(SEGFLOW_MAX_BODY_BYTES + 1024, 2_621_440)
 # How often the embedded ticker runs due work, in seconds.
 SEGFLOW_TICK_SECONDS = env.float("SEGFLOW_TICK_SECONDS", default=1.0)
 # How often a segment whose answer changes with time alone is re-evaluated, unless it sets its own.

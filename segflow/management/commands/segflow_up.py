@@ -10,7 +10,6 @@ from django.core.management.base import BaseCommand
 from segflow.api_keys import create_api_key, find_api_key
 
 
-
 class Command(BaseCommand):
     help = (
         "Local development in one command: migrate, push the config, create a development API key "
@@ -37,7 +36,7 @@ class Command(BaseCommand):
             f"  API:     {url}/api/    Authorization: Bearer {credentials['api_key']}\n"
             "  Try it:\n"
             f"    curl -X PUT {url}/api/users/jane -H '{auth}' -H 'Content-Type: application/json' "
-            "-d '{\"attributes\": {\"email\": \"jane@example.com\", \"name\": \"Jane\"}}'\n"
+            '-d \'{"attributes": {"email": "jane@example.com", "name": "Jane"}}\'\n'
             f"    curl -X POST {url}/api/users/jane/events -H '{auth}' "
             "-H 'Content-Type: application/json' -d '{\"name\": \"purchase\"}'\n"
             f"  (kept in {settings.SEGFLOW_DEV_CREDENTIALS_FILE})\n"
