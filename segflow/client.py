@@ -48,7 +48,7 @@ class SegflowError(Exception):
 
 
 class SegflowNotFound(SegflowError):
-    """404: no such user (or no such page of events)."""
+    """404: no such user."""
 
 
 class SegflowAuthError(SegflowError):

@@ -20,6 +20,7 @@ import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import timedelta
+from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NotRequired, TypedDict
 
@@ -155,7 +156,7 @@ class Config:
     campaigns: dict[str, CampaignDef] = field(default_factory=dict)
     transactions: dict[str, TransactionDef] = field(default_factory=dict)
 
-    @property
+    @cached_property
     def fingerprint(self) -> str:
         parts = {
             "email_provider": self.email_provider.describe() if self.email_provider else None,
@@ -180,11 +181,11 @@ def import_config_module(location: str) -> tuple[Any, Path]:
     if location.endswith(".py") or path.exists():
         path = path.expanduser().resolve()
         if not path.is_file():
-            raise ConfigError(f"SEGFLOW_CONFIG: no file at {path}")
+            raise ConfigError(f"config: no file at {path}")
         module_name = f"segflow_user_config_{_sha256(str(path))[:12]}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
-            raise ConfigError(f"SEGFLOW_CONFIG: cannot import {path}")
+            raise ConfigError(f"config: cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
@@ -192,7 +193,7 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(f"SEGFLOW_CONFIG: importing {path} failed: {exc!r}") from exc
+            raise ConfigError(f"config: importing {path} failed: {exc!r}") from exc
         return module, path.parent
     try:
         if location in sys.modules:
@@ -200,7 +201,7 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         else:
             module = importlib.import_module(location)
     except Exception as exc:
-        raise ConfigError(f"SEGFLOW_CONFIG: importing module {location!r} failed: {exc!r}") from exc
+        raise ConfigError(f"config: importing module {location!r} failed: {exc!r}") from exc
     module_file = getattr(module, "__file__", None)
     return module, Path(module_file).resolve().parent if module_file else Path.cwd()
 
@@ -211,8 +212,7 @@ def load_config(location: str) -> Config:
     raw = getattr(module, "config", None)
     if raw is None:
         raise ConfigError(
-            f"SEGFLOW_CONFIG: {location} defines no `config`; "
-            "define `config: SegflowConfig = {...}`"
+            f"config: {location} defines no `config`; define `config: SegflowConfig = {{...}}`"
         )
     return validate_config(raw, location=location, base_dir=base_dir)
 
@@ -401,7 +401,7 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
         ):
             raise ConfigError(f"{path}.refresh_every: must be a timedelta of at least one second")
     elif time_based:
-        refresh_every = _DEFAULT_REFRESH
+        refresh_every = _default_refresh()
     return SegmentDef(
         name=name,
         sql=sql.strip().rstrip(";") if sql is not None else None,
@@ -415,8 +415,13 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
     )
 
 
-# Replaced by settings.SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS when Django has loaded settings.
-_DEFAULT_REFRESH = timedelta(minutes=1)
+def _default_refresh() -> timedelta:
+    """settings.SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS, or a minute outside Django."""
+    from django.conf import settings
+
+    if settings.configured:
+        return timedelta(seconds=getattr(settings, "SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS", 60))
+    return timedelta(minutes=1)
 
 
 def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
@@ -636,6 +641,4 @@ def reload_config() -> Config:
 def _configured_location() -> str:
     from django.conf import settings
 
-    global _DEFAULT_REFRESH
-    _DEFAULT_REFRESH = timedelta(seconds=settings.SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS)
     return settings.SEGFLOW_CONFIG

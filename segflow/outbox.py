@@ -94,7 +94,9 @@ def queue_email(
         row.reason = "the user has no email address (set the attribute `email`)"
     else:
         try:
-            rendered = render_email(content, config.base_dir, user, origin.event)
+            rendered = render_email(
+                content, config.base_dir, user, origin.event, version=config.fingerprint
+            )
         except RenderError as exc:
             row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
         else:
@@ -127,18 +129,18 @@ def deliver_email(outbox_id: int, config: Config) -> str:
         return row.status if row else "missing"
 
     row = OutboxEmail.objects.get(pk=outbox_id)
+    provider = config.email_provider
     message = EmailMultiAlternatives(
         subject=row.subject,
         body=row.text,
         from_email=row.from_address,
         to=[row.to_address],
-        reply_to=[config.email_provider.reply_to]
-        if config.email_provider and config.email_provider.reply_to
-        else None,
-        connection=email_connection(config.email_provider),
+        reply_to=[provider.reply_to] if provider and provider.reply_to else None,
     )
     message.attach_alternative(row.html, "text/html")
     try:
+        # Inside the try: a provider that cannot even be set up fails the row with its reason.
+        message.connection = email_connection(provider)
         message.send()
     except Exception as exc:
         logger.exception("sending email %s failed", row.key)

@@ -62,7 +62,7 @@ def _evaluate_user(
 
 def evaluate_user(user_id: str) -> None:
     """After a user's attributes changed: their attribute segments, then their campaigns."""
-    config, now = get_config(), timezone.now()
+    config, now = sync_config(), timezone.now()
     with transaction.atomic():
         user = User.objects.select_for_update().filter(pk=user_id).first()
         if user is None or not user.evaluation_pending:
@@ -72,7 +72,7 @@ def evaluate_user(user_id: str) -> None:
 
 def process_event(event_id: int) -> None:
     """After an event: its transactional emails, the user's event segments, their campaigns."""
-    config, now = get_config(), timezone.now()
+    config, now = sync_config(), timezone.now()
     user_id = Event.objects.filter(pk=event_id).values_list("user_id", flat=True).first()
     if user_id is None:
         return
@@ -87,15 +87,11 @@ def process_event(event_id: int) -> None:
 
 
 def advance_cursor(cursor_id: int) -> str:
-    outcome = campaigns.advance_cursor(cursor_id, get_config())
-    if outcome == "config mismatch":
-        # A push since this process loaded its config: load it again and try once more.
-        outcome = campaigns.advance_cursor(cursor_id, sync_config())
-    return outcome
+    return campaigns.advance_cursor(cursor_id, sync_config())
 
 
 def deliver_email(outbox_id: int) -> str:
-    return deliver_outbox_email(outbox_id, get_config())
+    return deliver_outbox_email(outbox_id, sync_config())
 
 
 def refresh_segment(row: Segment, definition: SegmentDef, now: datetime):
@@ -178,15 +174,25 @@ def sweep(now: datetime) -> int:
     return len(events) + len(users) + len(emails)
 
 
+_reloaded_for_push: str | None = None
+
+
 def sync_config() -> Config:
-    """The process's config, reloaded from disk if a push has changed what is live since."""
+    """The process's config, reloaded from disk once after each push that changed what is live.
+
+    Every unit of work starts here, so a worker picks up a push without a restart.
+    """
+    global _reloaded_for_push
     config = get_config()
     latest = Push.objects.order_by("-id").values_list("fingerprint", flat=True).first()
-    if latest is not None and latest != config.fingerprint:
-        config = reload_config()
-        if config.fingerprint != latest:
-            logger.warning(
-                "the config at %s differs from the last pushed config; run segflow_push",
-                config.location,
-            )
+    if latest is None or latest in (config.fingerprint, _reloaded_for_push):
+        return config
+    _reloaded_for_push = latest
+    config = reload_config()
+    if config.fingerprint != latest:
+        logger.warning(
+            "the config at %s differs from the last pushed config; deploy the pushed config "
+            "to this machine, or run segflow_push",
+            config.location,
+        )
     return config

@@ -26,12 +26,18 @@ class RenderedEmail:
 
 
 @lru_cache(maxsize=8)
-def template_engine(base_dir: Path) -> Engine:
-    """A Django template engine that finds email templates beside the config file."""
+def template_engine(base_dir: Path, version: str) -> Engine:
+    """A Django template engine that finds email templates beside the config file.
+
+    Its templates are cached, so it is made anew for each version of the config (a push or a
+    reload gives a new one), and edited template files are read again.
+    """
     return Engine(dirs=[str(base_dir)], autoescape=True, debug=False)
 
 
-def render_email(content: EmailContentDef, base_dir: Path, user, event=None) -> RenderedEmail:
+def render_email(
+    content: EmailContentDef, base_dir: Path, user, event=None, version: str = ""
+) -> RenderedEmail:
     """Render `content` for `user` (and `event`, for transactions)."""
     user_data = user_values(user)
     event_data = event_values(event) if event is not None else None
@@ -42,15 +48,16 @@ def render_email(content: EmailContentDef, base_dir: Path, user, event=None) -> 
         if callable(content.subject):
             subject = str(call_with_arity(content.subject, *callable_args))
         else:
+            # A subject is plain text, not HTML: nothing in it is escaped.
             subject = (
                 Engine(autoescape=False)
                 .from_string(content.subject)
-                .render(Context({"user": user_data, "event": event_data}))
+                .render(Context({"user": user_data, "event": event_data}, autoescape=False))
             )
         if callable(content.html):
             html = str(call_with_arity(content.html, *callable_args))
         else:
-            template = template_engine(base_dir).get_template(str(content.html))
+            template = template_engine(base_dir, version).get_template(str(content.html))
             html = template.render(Context({"user": user_data, "event": event_data}))
     except Exception as exc:
         raise RenderError(f"rendering {content.name!r} failed: {exc!r}") from exc
