@@ -300,10 +300,10 @@ def _run_steps(
         )
     except FlowDiverged as exc:
         end_cursor(cursor, Cursor.Status.DIVERGED, f"the flow changed: {exc}", now)
-        return "diverged"
+        return _save_ended(cursor, now)
     except FlowFailed as exc:
         end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=exc.details)
-        return "failed"
+        return _save_ended(cursor, now)
 
     index = cursor.step_count
     outcome_label = "waiting"
@@ -359,7 +359,30 @@ def _run_steps(
         ]
     )
     _save_writes(user, run.pending_writes, now)
+    if cursor.status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
+        logger.warning(
+            "cursor %s (campaign %r, user %r) %s: %s",
+            cursor.pk,
+            cursor.campaign.name,
+            cursor.user_id,
+            cursor.status,
+            cursor.end_reason,
+        )
     return outcome_label
+
+
+def _save_ended(cursor: Cursor, now: datetime) -> str:
+    cursor.updated_at = now
+    cursor.save()
+    logger.warning(
+        "cursor %s (campaign %r, user %r) %s: %s",
+        cursor.pk,
+        cursor.campaign.name,
+        cursor.user_id,
+        cursor.status,
+        cursor.end_reason,
+    )
+    return cursor.status
 
 
 def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: str = "") -> None:
@@ -371,15 +394,6 @@ def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: s
     cursor.error = error
     if status in (Cursor.Status.EXITED, Cursor.Status.ENDED):
         cursor.entry_key = None
-    if status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
-        logger.warning(
-            "cursor %s (%s, user %s) %s: %s",
-            cursor.pk,
-            cursor.campaign.name,
-            cursor.user_id,
-            status,
-            reason,
-        )
 
 
 def _apply_writes(user: User, writes: dict) -> None:

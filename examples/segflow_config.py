@@ -74,11 +74,17 @@ config: SegflowConfig = {
             "HAVING SUM(JSON_EXTRACT(e.attributes, '$.amount')) > 1000",
         },
         # Time alone changes this answer, so the scheduler re-evaluates it: a user who does
-        # nothing at all enters winback 30 days after their last login.
+        # nothing at all enters winback 30 days after their last login. A `login` event, or a
+        # newer lastLoginAt, takes them out again at once.
         "inactive-users": {
             "sql": "SELECT u.id FROM users u "
-            "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.lastLoginAt')) < %(cutoff)s",
-            "params": lambda now: {"cutoff": (now - timedelta(days=30)).isoformat()},
+            "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.lastLoginAt')) < %(cutoff)s "
+            "AND NOT EXISTS (SELECT 1 FROM events e WHERE e.user_id = u.id "
+            "AND e.name = 'login' AND e.created_at >= %(since)s)",
+            "params": lambda now: {
+                "cutoff": (now - timedelta(days=30)).isoformat(),
+                "since": now - timedelta(days=30),
+            },
         },
     },
     "campaigns": {

@@ -1,8 +1,61 @@
 from django.contrib import admin
 from django.utils.html import format_html
 
+from campaigns.models import Cursor
+from segments.models import SegmentMembership
+
 from .admin_base import ReadOnlyAdmin
 from .models import ApiKey, Event, OutboxEmail, Push, User
+
+admin.site.site_header = "segflow"
+admin.site.site_title = "segflow admin"
+admin.site.index_title = "Users, segments, campaigns and email"
+admin.site.site_url = None  # segflow has no public site to link to
+
+
+class ReadOnlyInline(admin.TabularInline):
+    extra = 0
+    can_delete = False
+    show_change_link = True
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+
+class MembershipInline(ReadOnlyInline):
+    model = SegmentMembership
+    fields = ("segment", "created_at")
+    readonly_fields = fields
+    verbose_name_plural = "segments"
+
+
+class CursorInline(ReadOnlyInline):
+    model = Cursor
+    fields = ("campaign", "status", "step_count", "due_at", "created_at", "end_reason")
+    readonly_fields = fields
+    verbose_name_plural = "campaigns"
+
+
+class OutboxInline(ReadOnlyInline):
+    model = OutboxEmail
+    fields = ("template_name", "subject", "status", "reason", "created_at", "sent_at")
+    readonly_fields = fields
+    ordering = ("-id",)
+    verbose_name_plural = "emails"
+
+
+class EventInline(ReadOnlyInline):
+    model = Event
+    fields = ("name", "attributes", "created_at")
+    readonly_fields = fields
+    ordering = ("-created_at",)
+    max_num = 0
+
+    def get_queryset(self, request):
+        return super().get_queryset(request).order_by("-created_at")
 
 
 @admin.register(User)
@@ -10,6 +63,8 @@ class UserAdmin(ReadOnlyAdmin):
     list_display = ("id", "email_address", "created_at", "updated_at")
     search_fields = ("id",)
     date_hierarchy = "created_at"
+    fields = ("id", "attributes", "created_at", "updated_at")
+    inlines = [MembershipInline, CursorInline, OutboxInline, EventInline]
 
     @admin.display(description="email")
     def email_address(self, obj):

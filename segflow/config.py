@@ -292,6 +292,11 @@ def _email_content(
         if not html.strip():
             raise ConfigError(f"{path}.html: must name a template file, got an empty string")
         html_path = (base_dir / html).resolve()
+        if not html_path.is_relative_to(base_dir.resolve()):
+            raise ConfigError(
+                f"{path}.html: {html!r} is outside the config file's folder; keep email "
+                "templates beside the config"
+            )
         if not html_path.is_file():
             raise ConfigError(
                 f"{path}.html: template file {html!r} does not exist "

@@ -123,12 +123,16 @@ class Push(models.Model):
 
     created_at = models.DateTimeField(default=timezone.now)
     fingerprint = models.CharField(max_length=64)
+    location = models.CharField(
+        max_length=1000, blank=True, help_text="Where the pushed config was loaded from."
+    )
     email_provider = models.JSONField(default=dict, blank=True)
     plan = models.TextField()
 
     class Meta:
         db_table = "pushes"
         ordering = ["-id"]
+        verbose_name_plural = "pushes"
 
     def __str__(self) -> str:
         return f"push {self.pk} at {self.created_at:%Y-%m-%d %H:%M}"

@@ -114,7 +114,8 @@ def queue_email(
 
         transaction.on_commit(lambda: enqueue("deliver_email", row.pk))
     else:
-        logger.info("email %s not sent: %s", row.key, row.reason)
+        log = logger.error if row.status == OutboxEmail.Status.FAILED else logger.info
+        log("email %s not sent: %s", row.key, row.reason)
     return row
 
 

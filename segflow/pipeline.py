@@ -19,26 +19,22 @@ from segments import services as segments
 from segments.models import Segment
 from transactions.services import send_transactions
 
-from .config import Config, SegmentDef, get_config, reload_config
+from .config import Config, SegmentDef
 from .dispatch import enqueue
-from .models import Event, OutboxEmail, Push, User
+from .live_config import is_live, sync_config
+from .models import Event, OutboxEmail, User
 from .outbox import deliver_email as deliver_outbox_email
 
 logger = logging.getLogger(__name__)
 
 
 def pushed_segments(config: Config) -> list[tuple[Segment, SegmentDef]]:
-    """The pushed segments this process's config can evaluate."""
-    pairs = []
-    for row in Segment.objects.all():
-        definition = config.segments.get(row.name)
-        if definition is None or definition.fingerprint != row.fingerprint:
-            logger.warning(
-                "segment %r skipped: this process's config differs from the pushed one", row.name
-            )
-            continue
-        pairs.append((row, definition))
-    return pairs
+    """The pushed segments, with their definitions from this process's (live) config."""
+    return [
+        (row, config.segments[row.name])
+        for row in Segment.objects.all()
+        if row.name in config.segments and config.segments[row.name].fingerprint == row.fingerprint
+    ]
 
 
 def _evaluate_user(
@@ -63,6 +59,8 @@ def _evaluate_user(
 def evaluate_user(user_id: str) -> None:
     """After a user's attributes changed: their attribute segments, then their campaigns."""
     config, now = sync_config(), timezone.now()
+    if not is_live(config):
+        return  # left pending: the schedule hands it out again
     with transaction.atomic():
         user = User.objects.select_for_update().filter(pk=user_id).first()
         if user is None or not user.evaluation_pending:
@@ -73,6 +71,8 @@ def evaluate_user(user_id: str) -> None:
 def process_event(event_id: int) -> None:
     """After an event: its transactional emails, the user's event segments, their campaigns."""
     config, now = sync_config(), timezone.now()
+    if not is_live(config):
+        return  # left pending: the schedule hands it out again
     user_id = Event.objects.filter(pk=event_id).values_list("user_id", flat=True).first()
     if user_id is None:
         return
@@ -117,6 +117,7 @@ class TickReport:
     refreshed_segments: list[str] = field(default_factory=list)
     cursors_started: int = 0
     swept: int = 0
+    config_is_live: bool = True
 
     def __str__(self) -> str:
         names = f" ({', '.join(self.refreshed_segments)})" if self.refreshed_segments else ""
@@ -130,8 +131,8 @@ def tick(now: datetime | None = None) -> TickReport:
     """All work that is due: time-based segments, due cursors, and work whose task was lost."""
     now = now or timezone.now()
     config = sync_config()
-    report = TickReport()
-    pairs = {row.name: d for row, d in pushed_segments(config)}
+    report = TickReport(config_is_live=is_live(config))
+    pairs = {row.name: d for row, d in pushed_segments(config)} if report.config_is_live else {}
     for row in segments.segments_due_for_refresh(now):
         if row.name not in pairs:
             continue
@@ -172,27 +173,3 @@ def sweep(now: datetime) -> int:
     for outbox_id in emails:
         enqueue("deliver_email", outbox_id)
     return len(events) + len(users) + len(emails)
-
-
-_reloaded_for_push: str | None = None
-
-
-def sync_config() -> Config:
-    """The process's config, reloaded from disk once after each push that changed what is live.
-
-    Every unit of work starts here, so a worker picks up a push without a restart.
-    """
-    global _reloaded_for_push
-    config = get_config()
-    latest = Push.objects.order_by("-id").values_list("fingerprint", flat=True).first()
-    if latest is None or latest in (config.fingerprint, _reloaded_for_push):
-        return config
-    _reloaded_for_push = latest
-    config = reload_config()
-    if config.fingerprint != latest:
-        logger.warning(
-            "the config at %s differs from the last pushed config; deploy the pushed config "
-            "to this machine, or run segflow_push",
-            config.location,
-        )
-    return config

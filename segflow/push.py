@@ -10,6 +10,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from datetime import datetime
 
+from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
@@ -18,6 +19,7 @@ from campaigns.models import Campaign, Cursor
 from segments import services as segments
 from segments.models import Segment
 from templates.models import EmailTemplate
+from templates.rendering import RenderError, check_template
 from transactions.models import Transaction
 
 from .config import Config, set_config
@@ -76,6 +78,15 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
     """Apply `config` (or, with dry_run, only say what applying it would do)."""
     now = now or timezone.now()
     plan = PushPlan(location=config.location, dry_run=dry_run)
+    for section, contents in (
+        ("templates", config.templates),
+        ("transactions", config.transactions),
+    ):
+        for content in contents.values():
+            try:
+                check_template(content, config.base_dir)
+            except RenderError as exc:
+                raise PushError(f"{section}.{content.name}: {exc}") from exc
     with transaction.atomic():
         _diff_email_provider(config, plan)
         _sync_named(EmailTemplate, config.templates, plan, "Templates", now)
@@ -96,6 +107,7 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
             Push.objects.create(
                 created_at=now,
                 fingerprint=config.fingerprint,
+                location=config.location,
                 email_provider=config.email_provider.describe() if config.email_provider else {},
                 plan=plan.render(),
             )
@@ -103,7 +115,10 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
             transaction.set_rollback(True)
         else:
             transaction.on_commit(lambda: set_config(config))
-            transaction.on_commit(lambda: enqueue("run_due_cursors"))
+            if not settings.SEGFLOW_TASKS_INLINE:
+                # Workers start the new cursors now. Embedded, the ticker does within a second:
+                # a push is a config change, and sends nothing itself.
+                transaction.on_commit(lambda: enqueue("run_due_cursors"))
     return plan
 
 

@@ -48,4 +48,4 @@ class SegmentMembership(models.Model):
         indexes = [models.Index(fields=["user", "segment"])]
 
     def __str__(self) -> str:
-        return f"{self.user_id} in {self.segment_id}"
+        return f"{self.user_id} in {self.segment.name}"

@@ -66,6 +66,17 @@ def render_email(
     return RenderedEmail(subject=subject, html=html, text=html_to_text(html))
 
 
+def check_template(content: EmailContentDef, base_dir: Path) -> None:
+    """Compile the subject and HTML templates, so a syntax error stops a push, not a send."""
+    try:
+        if isinstance(content.subject, str):
+            Engine(autoescape=False).from_string(content.subject)
+        if not callable(content.html):
+            Engine(dirs=[str(base_dir)], debug=False).get_template(str(content.html))
+    except Exception as exc:
+        raise RenderError(f"{content.name!r} does not compile: {exc}") from exc
+
+
 class _TextExtractor(HTMLParser):
     _BLOCKS = {"p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table", "hr"}
     _HIDDEN = {"style", "script", "head", "title"}

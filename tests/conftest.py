@@ -20,7 +20,10 @@ START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def _fresh_config():
+    from segflow import live_config
+
     set_config(None)
+    live_config._pushed_fingerprint = live_config._handled_push = None
     yield
     set_config(None)
 

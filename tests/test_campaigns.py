@@ -190,3 +190,26 @@ config = {
     c = cursor("victim", "spam")
     assert c.status == Cursor.Status.FAILED and "without a wait" in c.end_reason
     assert not OutboxEmail.objects.exists()
+
+
+def test_a_cursor_that_diverges_when_it_wakes_is_ended_and_sends_nothing(write_config, setup):
+    from campaigns.services import advance_cursor
+    from segflow.config import set_config
+
+    put("w", plan="pro")
+    c = cursor("w", "static-drip")
+    # The process runs a flow whose first email differs from what "w" was sent (its replay
+    # depended on something outside the recorded history, say).
+    changed = write_config(
+        CONFIG.replace('yield rt.send_email("one")', 'yield rt.send_email("three")', 1)
+    )
+    set_config(changed)
+    Campaign.objects.filter(name="static-drip").update(
+        flow_fingerprint=changed.campaigns["static-drip"].flow_fingerprint
+    )
+    setup.advance(days=1)
+    assert advance_cursor(c.pk, changed) == Cursor.Status.DIVERGED
+    c.refresh_from_db()
+    assert c.status == Cursor.Status.DIVERGED and "send_email('three')" in c.end_reason
+    assert c.due_at is None
+    assert sent("w", campaign_name="static-drip") == ["one"]

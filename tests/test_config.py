@@ -178,3 +178,10 @@ def test_source_of_a_lambda_is_the_lambda_alone():
     pair = {"a": lambda user: f"Hi {user.name}", "b": lambda user, event: event.id}
     assert source_of(pair["a"]) == 'lambda user: f"Hi {user.name}"'
     assert source_of(pair["b"]) == "lambda user, event: event.id"
+
+
+def test_a_template_file_outside_the_config_folder_is_refused(write_config):
+    with pytest.raises(ConfigError, match=r"templates.hi.html: '../secret.html' is outside"):
+        write_config(
+            "config = {'templates': {'hi': {'subject': 'Hi', 'html': '../secret.html'}}}\n"
+        )

@@ -113,6 +113,6 @@ def test_a_purchase_through_the_client_is_confirmed_within_a_second(server):
 
 def test_the_admin_is_served_with_its_styles(server):
     login = urllib.request.urlopen(f"{server['url']}/admin/login/", timeout=5)
-    assert login.status == 200 and b"Django administration" in login.read()
+    assert login.status == 200 and b"segflow admin" in login.read()
     css = urllib.request.urlopen(f"{server['url']}/static/admin/css/base.css", timeout=5)
     assert css.status == 200

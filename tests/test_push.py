@@ -71,7 +71,9 @@ def test_first_push_adds_everything_and_enters_matching_users(write_config, push
         "bye",
     }
     assert set(SegmentMembership.objects.values_list("user_id", flat=True)) == {"a", "b"}
-    # The new cursors ran their first step at once.
+    # The push itself sends nothing; the schedule starts the new cursors at once.
+    assert sent() == []
+    clock.advance_and_tick(seconds=1)
     assert sorted(sent()) == ["welcome", "welcome"]
 
 
@@ -108,6 +110,7 @@ def test_changed_segment_is_re_evaluated_and_reported(write_config, pushed, cloc
 def test_removed_campaign_ends_its_cursors(write_config, pushed, clock):
     make_users("a", "b")
     pushed(write_config(config_text()))
+    clock.advance_and_tick(seconds=1)
     plan = pushed(write_config(config_text(campaigns="")))
     assert "- welcome: removed, 2 active cursor(s) ended" in plan.render()
     assert set(Cursor.objects.values_list("status", flat=True)) == {Cursor.Status.ENDED}
@@ -204,3 +207,13 @@ def test_the_command_names_the_config_mistake(write_config, tmp_path):
     )
     with pytest.raises(CommandError, match="campaigns.c.segments: unknown segment 'x'"):
         call_command("segflow_push", "--config", str(path))
+
+
+def test_a_template_that_does_not_compile_stops_the_push(write_config, pushed, clock):
+    config = write_config(
+        config_text().replace('"html": lambda user: "<p>bye</p>"', '"html": "emails/bye.html"'),
+        emails={"emails/bye.html": "{% if user.name %}Bye {{ user.name }}</p>"},
+    )
+    with pytest.raises(PushError, match=r"templates.bye: 'bye' does not compile: .*Unclosed tag"):
+        pushed(config)
+    assert not EmailTemplate.objects.exists()

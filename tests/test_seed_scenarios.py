@@ -154,3 +154,22 @@ def test_a_user_without_an_email_address_gets_no_email_and_the_outbox_says_why(a
     assert row.status == OutboxEmail.Status.SKIPPED
     assert "no email address" in row.reason
     assert mail.outbox == []
+
+
+def test_a_login_event_takes_the_user_out_of_winback_at_once(api, clock, pushed):
+    pushed()
+    put_user(
+        api,
+        "user123",
+        email="jane@example.com",
+        name="Jane",
+        lastLoginAt=iso(clock.now - timedelta(days=31)),
+    )
+    clock.advance_and_tick(minutes=2)
+    assert sent("user123", template_name="winback") == ["winback"]
+
+    emit(api, "user123", "login")  # the seed's client.emit('user123', 'login')
+    cursor = Cursor.objects.get(user_id="user123", campaign__name="winback-campaign")
+    assert cursor.status == Cursor.Status.EXITED
+    clock.advance_and_tick(days=3)
+    assert sent("user123", template_name="winback") == ["winback"]

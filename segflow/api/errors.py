@@ -15,7 +15,12 @@ from rest_framework.views import exception_handler as drf_exception_handler
 
 class PayloadTooLarge(APIException):
     status_code = status.HTTP_413_REQUEST_ENTITY_TOO_LARGE
-    default_detail = "body: too large"
+
+    def __init__(self) -> None:
+        from django.conf import settings
+
+        limit = settings.SEGFLOW_MAX_BODY_BYTES
+        super().__init__(f"body: larger than the limit of {limit} bytes")
 
 
 class InvalidInput(ValidationError):
@@ -55,7 +60,8 @@ def _name_the_field(exc, text: str, context) -> str:
             m for m in allowed if m != "OPTIONS"
         )
     if isinstance(exc, UnsupportedMediaType):
-        return f"Content-Type: {exc.detail}; send application/json"
+        sent = request.content_type if request else ""
+        return f"Content-Type: {sent!r} is not accepted; send application/json"
     return text
 
 

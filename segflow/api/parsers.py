@@ -14,7 +14,7 @@ class StrictJSONParser(JSONParser):
         limit = settings.SEGFLOW_MAX_BODY_BYTES
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
-            raise PayloadTooLarge(f"body: larger than the limit of {limit} bytes")
+            raise PayloadTooLarge()
         encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
         try:
             text = body.decode(encoding)
@@ -22,13 +22,20 @@ class StrictJSONParser(JSONParser):
             raise ParseError(f"body: not valid {encoding} text") from exc
         try:
             data = json.loads(text, parse_constant=_reject_constant)
-            # 1e400 (infinity) and lone surrogates ("\\ud800") parse; they can't be stored or sent.
-            json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-            return data
         except RecursionError as exc:
             raise ParseError("body: JSON nested too deeply") from exc
         except ValueError as exc:
+            if "int_max_str_digits" in str(exc) or "digits" in str(exc):
+                raise ParseError("body: a number has too many digits") from exc
             raise ParseError(f"body: malformed JSON ({exc})") from exc
+        # 1e400 (infinity) and lone surrogates ("\\ud800") parse, but cannot be stored or sent.
+        try:
+            json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+        except UnicodeEncodeError as exc:
+            raise ParseError("body: text must be valid Unicode (it has a lone surrogate)") from exc
+        except ValueError as exc:
+            raise ParseError("body: a number is too large to store") from exc
+        return data
 
 
 def _reject_constant(name: str):

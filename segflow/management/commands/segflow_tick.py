@@ -1,4 +1,4 @@
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from segflow.pipeline import tick
 
@@ -11,3 +11,8 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         report = tick()
         self.stdout.write(f"Tick done: {report}.")
+        if not report.config_is_live:
+            raise CommandError(
+                "This process's config is not the one last pushed, so segments and new events "
+                "wait. Run segflow_tick with the SEGFLOW_CONFIG that was pushed."
+            )

@@ -1,11 +1,12 @@
 import json
 import secrets
+import socket
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management import call_command
-from django.core.management.base import BaseCommand
+from django.core.management.base import BaseCommand, CommandError
 
 from segflow.api_keys import create_api_key, find_api_key
 
@@ -21,9 +22,11 @@ class Command(BaseCommand):
         parser.add_argument("--no-serve", action="store_true", help="Set up, print, and stop.")
 
     def handle(self, *args, addrport: str, no_serve: bool = False, **options):
+        if not no_serve:
+            _check_port_is_free(addrport)
         self.stdout.write("1/4 Migrating the database ...")
         call_command("migrate", interactive=False, verbosity=0)
-        self.stdout.write(f"2/4 Pushing {settings.SEGFLOW_CONFIG} ...")
+        self.stdout.write("2/4 Pushing the config ...")
         call_command("segflow_push", stdout=self.stdout)
         self.stdout.write("3/4 Development login and API key ...")
         credentials = self._credentials()
@@ -67,3 +70,16 @@ class Command(BaseCommand):
         credentials_file.write_text(json.dumps(saved, indent=2))
         credentials_file.chmod(0o600)
         return saved
+
+
+def _check_port_is_free(addrport: str) -> None:
+    """Refuse before touching anything: a second run must not push over a running one."""
+    host, _, port = addrport.rpartition(":")
+    with socket.socket() as probe:
+        try:
+            probe.bind((host or "127.0.0.1", int(port)))
+        except OSError as exc:
+            raise CommandError(
+                f"{addrport} is already in use (is segflow already running?). Stop the other "
+                "server, or give another address: python3 dev.py up 127.0.0.1:8001"
+            ) from exc
