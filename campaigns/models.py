@@ -54,6 +54,8 @@ class Cursor(models.Model):
     entry_key = ExactCharField(max_length=255, null=True, blank=True)
     step_count = models.PositiveIntegerField(default=0)
     due_at = models.DateTimeField(null=True, blank=True)
+    # Set while a scheduler has handed the cursor to a worker (see services.claim_due_cursors).
+    claimed_until = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     ended_at = models.DateTimeField(null=True, blank=True)

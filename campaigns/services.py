@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.db import connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from segflow.config import CampaignDef, Config
@@ -175,12 +176,28 @@ def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:
 # Advancing a cursor.
 
 
-def due_cursor_ids(now: datetime, limit: int = 500) -> list[int]:
-    return list(
-        Cursor.objects.filter(status=Cursor.Status.ACTIVE, due_at__lte=now)
-        .order_by("due_at")
-        .values_list("pk", flat=True)[:limit]
-    )
+# A claimed cursor is not handed out again for this long, unless its step runs before.
+CLAIM_LEASE = timedelta(minutes=5)
+
+
+def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
+    """Claim up to `limit` due cursors for running now; return their ids.
+
+    Row locks that skip rows other claimers hold (MySQL 8, MariaDB 10.6+) let any number of
+    schedulers claim at once without handing out a cursor twice; a claim lasts CLAIM_LEASE, so a
+    cursor whose worker died is handed out again after it.
+    """
+    with transaction.atomic():
+        ids = list(
+            Cursor.objects.select_for_update(skip_locked=True)
+            .filter(status=Cursor.Status.ACTIVE, due_at__lte=now)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("due_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Cursor.objects.filter(pk__in=ids).update(claimed_until=now + CLAIM_LEASE)
+    return ids
 
 
 def history_of(cursor: Cursor) -> list[RecordedStep]:
@@ -264,9 +281,7 @@ def _advance_locked(cursor_id: int, user_id: str, config: Config, now: datetime)
         if user is None:
             return "gone"
         cursor = (
-            Cursor.objects.select_for_update(
-                skip_locked=connection.features.has_select_for_update_skip_locked
-            )
+            Cursor.objects.select_for_update()
             .select_related("campaign")
             .filter(pk=cursor_id)
             .first()
@@ -346,10 +361,12 @@ def _run_steps(
         )
     cursor.step_count = index
     cursor.updated_at = now
+    cursor.claimed_until = None
     cursor.save(
         update_fields=[
             "step_count",
             "due_at",
+            "claimed_until",
             "updated_at",
             "status",
             "entry_key",
@@ -373,6 +390,7 @@ def _run_steps(
 
 def _save_ended(cursor: Cursor, now: datetime) -> str:
     cursor.updated_at = now
+    cursor.claimed_until = None
     cursor.save()
     logger.warning(
         "cursor %s (campaign %r, user %r) %s: %s",

@@ -104,12 +104,31 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime):
     return count, changes
 
 
-def run_due_cursors(now: datetime | None = None) -> int:
-    """Start every cursor whose next step is due. Returns how many were handed out."""
-    ids = campaigns.due_cursor_ids(now or timezone.now())
-    for cursor_id in ids:
-        enqueue("advance_cursor", cursor_id)
-    return len(ids)
+def refresh_time_segment(segment_id: int) -> None:
+    """Re-evaluate one segment whose answer changes with time, claimed by the schedule."""
+    config, now = sync_config(), timezone.now()
+    row = Segment.objects.filter(pk=segment_id).first()
+    if row is None or not is_live(config):
+        return
+    definition = config.segments.get(row.name)
+    if definition is None or definition.fingerprint != row.fingerprint:
+        return
+    with transaction.atomic():
+        refresh_segment(row, definition, now)
+
+
+def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int = 20) -> int:
+    """Claim due cursors in batches and hand each to a worker. Returns how many were handed out."""
+    now = now or timezone.now()
+    total = 0
+    for _ in range(batches):
+        ids = campaigns.claim_due_cursors(now, limit=batch)
+        for cursor_id in ids:
+            enqueue("advance_cursor", cursor_id)
+        total += len(ids)
+        if len(ids) < batch:
+            break
+    return total
 
 
 @dataclass
@@ -132,17 +151,10 @@ def tick(now: datetime | None = None) -> TickReport:
     now = now or timezone.now()
     config = sync_config()
     report = TickReport(config_is_live=is_live(config))
-    pairs = {row.name: d for row, d in pushed_segments(config)} if report.config_is_live else {}
-    for row in segments.segments_due_for_refresh(now):
-        if row.name not in pairs:
-            continue
-        try:
-            with transaction.atomic():
-                refresh_segment(row, pairs[row.name], now)
-        except Exception:
-            logger.exception("refreshing segment %r failed", row.name)
-            continue
-        report.refreshed_segments.append(row.name)
+    if report.config_is_live:
+        for row in segments.claim_due_refreshes(now):
+            enqueue("refresh_time_segment", row.pk)
+            report.refreshed_segments.append(row.name)
     report.swept = sweep(now)
     report.cursors_started = run_due_cursors(now)
     return report

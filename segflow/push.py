@@ -26,6 +26,7 @@ from .config import Config, set_config
 from .dispatch import enqueue
 from .models import Push
 from .pipeline import refresh_segment
+from .schedule import ensure_periodic_tasks
 
 
 class PushError(Exception):
@@ -111,6 +112,7 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
                 email_provider=config.email_provider.describe() if config.email_provider else {},
                 plan=plan.render(),
             )
+        ensure_periodic_tasks()
         if dry_run:
             transaction.set_rollback(True)
         else:

@@ -1,21 +1,31 @@
 """Celery tasks: thin wrappers over segflow.pipeline. Each one is safe to run twice."""
 
 from celery import shared_task
+from django.db import OperationalError
 
 from . import pipeline
 
+# A deadlock or lock timeout between workers is worth one more try soon; anything else waits
+# for the schedule's sweep, which hands the work out again.
+RETRY = {
+    "autoretry_for": (OperationalError,),
+    "retry_backoff": 1,
+    "retry_jitter": True,
+    "max_retries": 3,
+}
 
-@shared_task(name="segflow.process_event")
+
+@shared_task(name="segflow.process_event", **RETRY)
 def process_event(event_id: int) -> None:
     pipeline.process_event(event_id)
 
 
-@shared_task(name="segflow.evaluate_user")
+@shared_task(name="segflow.evaluate_user", **RETRY)
 def evaluate_user(user_id: str) -> None:
     pipeline.evaluate_user(user_id)
 
 
-@shared_task(name="segflow.advance_cursor")
+@shared_task(name="segflow.advance_cursor", **RETRY)
 def advance_cursor(cursor_id: int) -> str:
     return pipeline.advance_cursor(cursor_id)
 
@@ -23,6 +33,11 @@ def advance_cursor(cursor_id: int) -> str:
 @shared_task(name="segflow.deliver_email")
 def deliver_email(outbox_id: int) -> str:
     return pipeline.deliver_email(outbox_id)
+
+
+@shared_task(name="segflow.refresh_time_segment", **RETRY)
+def refresh_time_segment(segment_id: int) -> None:
+    pipeline.refresh_time_segment(segment_id)
 
 
 @shared_task(name="segflow.run_due_cursors")

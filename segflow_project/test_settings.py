@@ -10,5 +10,7 @@ os.environ.setdefault("SECRET_KEY", "segflow-tests-only")
 os.environ.setdefault("ALLOWED_HOSTS", "*")
 os.environ.setdefault("SEGFLOW_INLINE_TASKS_RAISE", "1")
 os.environ.setdefault("SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND", "1")
+# The test client speaks plain http.
+os.environ.setdefault("SECURE_SSL_REDIRECT", "0")
 
 from segflow_project.settings import *  # noqa: E402,F403

@@ -209,13 +209,14 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> Refr
     return RefreshCount(entered=max(entered, 0), left=max(left, 0))
 
 
-def segments_due_for_refresh(now: datetime) -> list[Segment]:
-    """Segments whose answer changes with time alone and whose refresh interval has passed."""
-    due = []
+def claim_due_refreshes(now: datetime) -> list[Segment]:
+    """Segments whose answer changes with time alone and whose refresh interval has passed,
+    each claimed by moving its `refreshed_at` to now: a compare-and-set that one claimer wins."""
+    claimed = []
     for row in Segment.objects.filter(refresh_seconds__isnull=False):
-        if (
-            row.refreshed_at is None
-            or (now - row.refreshed_at).total_seconds() >= row.refresh_seconds
-        ):
-            due.append(row)
-    return due
+        last = row.refreshed_at
+        if last is not None and (now - last).total_seconds() < row.refresh_seconds:
+            continue
+        if Segment.objects.filter(pk=row.pk, refreshed_at=last).update(refreshed_at=now):
+            claimed.append(row)
+    return claimed
