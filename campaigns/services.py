@@ -13,6 +13,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
+from django.conf import settings
 from django.db import connection, transaction
 from django.db.models import Q
 from django.utils import timezone
@@ -176,17 +177,14 @@ def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:
 # Advancing a cursor.
 
 
-# A claimed cursor is not handed out again for this long, unless its step runs before.
-CLAIM_LEASE = timedelta(minutes=5)
-
-
 def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
     """Claim up to `limit` due cursors for running now; return their ids.
 
     Row locks that skip rows other claimers hold (MySQL 8, MariaDB 10.6+) let any number of
-    schedulers claim at once without handing out a cursor twice; a claim lasts CLAIM_LEASE, so a
-    cursor whose worker died is handed out again after it.
+    schedulers claim at once without handing out a cursor twice; a claim lasts
+    SEGFLOW_CLAIM_LEASE_SECONDS, so a cursor whose worker died is handed out again after it.
     """
+    lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
     with transaction.atomic():
         ids = list(
             Cursor.objects.select_for_update(skip_locked=True)
@@ -196,7 +194,7 @@ def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
             .values_list("pk", flat=True)[:limit]
         )
         if ids:
-            Cursor.objects.filter(pk__in=ids).update(claimed_until=now + CLAIM_LEASE)
+            Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
     return ids
 
 

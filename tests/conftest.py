@@ -66,7 +66,9 @@ class Clock:
         return tick()
 
     def stop(self) -> None:
-        self._traveller.stop()
+        if self._frozen is not None:
+            self._traveller.stop()
+            self._frozen = None
 
 
 @pytest.fixture

@@ -120,6 +120,8 @@ SEGFLOW_TICK_SECONDS = env.float("SEGFLOW_TICK_SECONDS", default=1.0)
 SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = env.int("SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS", default=60)
 # Work the after-commit hook should have done is picked up by the schedule after this delay.
 SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
+# A due cursor handed to a worker is handed out again after this long if its step has not run.
+SEGFLOW_CLAIM_LEASE_SECONDS = env.int("SEGFLOW_CLAIM_LEASE_SECONDS", default=300)
 
 # Where `segflow_up` keeps the development admin password and API key it printed.
 SEGFLOW_DEV_CREDENTIALS_FILE = env.str(

@@ -1,0 +1,25 @@
+# syntax=docker/dockerfile:1
+# The segflow image: the web process, workers, beat and the migrate-and-push job all run it.
+FROM python:3.12-slim
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends libmariadb-dev pkg-config gcc \
+ && rm -rf /var/lib/apt/lists/*
+
+WORKDIR /app
+COPY pyproject.toml README.md ./
+RUN python - <<'PY' > /tmp/requirements.txt
+import tomllib
+project = tomllib.load(open("pyproject.toml", "rb"))["project"]
+print("\n".join(project["dependencies"] + project["optional-dependencies"]["mysql"]))
+PY
+RUN pip install --no-cache-dir -r /tmp/requirements.txt
+
+COPY . .
+ENV DJANGO_SETTINGS_MODULE=segflow_project.settings PYTHONUNBUFFERED=1
+RUN DEBUG=1 python manage.py collectstatic --noinput
+
+RUN useradd --create-home segflow && mkdir -p /app/var && chown -R segflow /app/var
+USER segflow
+EXPOSE 8000
+CMD ["gunicorn", "segflow_project.wsgi", "--bind", "0.0.0.0:8000", "--workers", "3", "--threads", "4"]

@@ -1,0 +1,91 @@
+"""Many schedulers and workers at once, on MariaDB: no cursor runs one step twice."""
+
+import threading
+from collections import Counter
+
+import pytest
+from django.db import close_old_connections, connection
+from django.utils import timezone
+
+from campaigns.models import Cursor
+from campaigns.services import advance_cursor, claim_due_cursors
+from segflow.config import get_config
+from segflow.models import OutboxEmail, User
+
+pytestmark = [pytest.mark.mysql_only, pytest.mark.django_db(transaction=True)]
+
+CONFIG = """
+def flow(ctx, rt):
+    yield rt.send_email("hello")
+    yield rt.wait(seconds=0)
+    yield rt.send_email("again")
+
+config = {
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>hi</p>"},
+                  "again": {"subject": "Again", "html": lambda user: "<p>hi</p>"}},
+    "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"c": {"segments": ["all"], "behavior": "static", "flow": flow}},
+}
+"""
+
+
+def in_threads(count: int, work) -> list:
+    results, errors = [], []
+    barrier = threading.Barrier(count)
+
+    def run(n: int) -> None:
+        try:
+            barrier.wait()
+            results.append(work(n))
+        except Exception as exc:  # surfaced below, with the thread's error
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=run, args=(n,)) for n in range(count)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    return results
+
+
+@pytest.fixture
+def due_cursors(write_config, pushed, clock):
+    pushed(write_config(CONFIG))
+    User.objects.bulk_create(
+        [User(id=f"u{n}", attributes={"email": f"u{n}@example.com"}) for n in range(300)]
+    )
+    from segflow.pipeline import refresh_segment
+    from segments.models import Segment
+
+    refresh_segment(Segment.objects.get(), get_config().segments["all"], clock.now)
+    assert Cursor.objects.filter(due_at__lte=clock.now).count() == 300
+    clock.stop()  # real time from here: threads see one clock
+    return clock
+
+
+def test_concurrent_claims_hand_out_each_due_cursor_once(due_cursors):
+    claimed = in_threads(8, lambda n: claim_due_cursors(timezone.now(), limit=60))
+    ids = Counter(cursor_id for batch in claimed for cursor_id in batch)
+    assert len(ids) == 300
+    assert set(ids.values()) == {1}
+
+
+def test_concurrent_workers_advancing_the_same_cursors_send_each_step_once(due_cursors):
+    ids = list(Cursor.objects.values_list("pk", flat=True))
+    config = get_config()
+
+    def work(n: int) -> None:
+        # Every thread tries every cursor, half of them in the other order.
+        order = ids if n % 2 else list(reversed(ids))
+        for cursor_id in order:
+            advance_cursor(cursor_id, config)
+
+    in_threads(6, work)
+    rows = Counter(OutboxEmail.objects.values_list("user_id", "template_name"))
+    assert len(rows) == 600  # hello and again, for each of the 300 users
+    assert set(rows.values()) == {1}
+    assert set(Cursor.objects.values_list("status", flat=True)) == {Cursor.Status.COMPLETED}
