@@ -187,24 +187,47 @@ class RefreshCount:
 
 
 def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> RefreshCount:
-    """Re-evaluate the segment for all users, in the database: no user id passes through Python."""
+    """Re-evaluate the segment for all users, in the database: no user id passes through Python.
+
+    The query runs once, into a temporary table keyed by user id; leavers and newcomers are then
+    anti-joins against it. (Correlating the query itself per member made the database run an
+    aggregate segment once per member.)
+    """
     query = segment_query(definition, now)
     created_at = connection.ops.adapt_datetimefield_value(now)
+    answer = f"segflow_answer_{row.pk}"
+    mysql = connection.vendor == "mysql"
     with connection.cursor() as cursor:
+        cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {answer}" if mysql
+                       else f"DROP TABLE IF EXISTS temp.{answer}")
         cursor.execute(
-            "DELETE FROM segment_memberships WHERE segment_id = %s AND NOT EXISTS "
-            f"(SELECT 1 FROM ({query.sql}) q WHERE q.id = segment_memberships.user_id)",
-            [row.pk, *query.params],
+            f"CREATE TEMPORARY TABLE {answer} (id VARCHAR(255) "
+            + ("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if mysql else "")
+            + " PRIMARY KEY)"
         )
-        left = cursor.rowcount
-        cursor.execute(
-            "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
-            f"SELECT DISTINCT %s, u.id, %s FROM ({query.sql}) q JOIN users u ON u.id = q.id "
-            "WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
-            "WHERE m.segment_id = %s AND m.user_id = u.id)",
-            [row.pk, created_at, *query.params, row.pk],
-        )
-        entered = cursor.rowcount
+        try:
+            cursor.execute(
+                f"{'INSERT IGNORE' if mysql else 'INSERT OR IGNORE'} INTO {answer} (id) "
+                f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL",
+                query.params,
+            )
+            cursor.execute(
+                "DELETE FROM segment_memberships WHERE segment_id = %s "
+                f"AND user_id NOT IN (SELECT id FROM {answer})",
+                [row.pk],
+            )
+            left = cursor.rowcount
+            cursor.execute(
+                "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
+                f"SELECT %s, u.id, %s FROM {answer} a JOIN users u ON u.id = a.id "
+                "WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
+                "WHERE m.segment_id = %s AND m.user_id = u.id)",
+                [row.pk, created_at, row.pk],
+            )
+            entered = cursor.rowcount
+        finally:
+            cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {answer}" if mysql
+                           else f"DROP TABLE IF EXISTS temp.{answer}")
     Segment.objects.filter(pk=row.pk).update(refreshed_at=now)
     return RefreshCount(entered=max(entered, 0), left=max(left, 0))
 
