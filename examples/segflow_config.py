@@ -30,14 +30,23 @@ def winback(ctx, rt):
 
 
 def _email_provider():
-    # Secrets come from the environment, never from this file. Without a Postmark token, Django's
-    # EMAIL_BACKEND delivers (the console, in the embedded default).
-    if os.environ.get("POSTMARK_SERVER_TOKEN"):
-        return {
-            "config": {"name": "postmark", "api_key": os.environ["POSTMARK_SERVER_TOKEN"]},
-            "from_address": os.environ.get("SEGFLOW_FROM_ADDRESS", "hello@example.com"),
+    # The provider is picked here; its secrets never are: POSTMARK_SERVER_TOKEN, or the AWS
+    # credentials and region, stay in the environment (see docs/email.md). Without either,
+    # Django's EMAIL_BACKEND delivers: the console, in the embedded default.
+    from_address = os.environ.get("SEGFLOW_FROM_ADDRESS", "hello@example.com")
+    default = "postmark" if os.environ.get("POSTMARK_SERVER_TOKEN") else "django"
+    name = os.environ.get("SEGFLOW_EMAIL_PROVIDER", default)
+    if name == "postmark":
+        settings = {
+            "name": "postmark",
+            "message_stream": "outbound",  # transactional email
+            "broadcast_message_stream": "broadcast",  # campaigns: Postmark wants bulk apart
         }
-    return {"config": {"name": "django"}, "from_address": "hello@example.com"}
+    elif name == "amazon_ses":
+        settings = {"name": "amazon_ses"}  # the region comes from AWS_REGION
+    else:
+        settings = {"name": "django"}
+    return {"config": settings, "from_address": from_address}
 
 
 config: SegflowConfig = {

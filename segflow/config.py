@@ -30,6 +30,14 @@ from typing import Any, Literal, NotRequired, TypedDict
 
 class EmailProviderSettings(TypedDict):
     name: Literal["postmark", "amazon_ses", "django"]
+    # Postmark: the server token belongs in POSTMARK_SERVER_TOKEN; `api_key` still works.
+    api_key: NotRequired[str]
+    server_token: NotRequired[str]
+    message_stream: NotRequired[str]
+    broadcast_message_stream: NotRequired[str]
+    # Amazon SES: credentials come from the environment (boto3).
+    region: NotRequired[str]
+    configuration_set: NotRequired[str]
 
 
 class EmailProviderConfig(TypedDict):
@@ -91,9 +99,19 @@ class EmailProviderDef:
     from_address: str
     reply_to: str = ""
 
-    def describe(self) -> dict[str, str]:
+    def describe(self) -> dict[str, Any]:
         """What a push shows and stores: never the secrets."""
-        return {"name": self.name, "from_address": self.from_address, "reply_to": self.reply_to}
+        from .providers import provider_named
+
+        described: dict[str, Any] = {
+            "name": self.name,
+            "from_address": self.from_address,
+            "reply_to": self.reply_to,
+        }
+        options = provider_named(self.name).describe(self.settings)
+        if options:  # (left out when empty, so older pushes compare equal)
+            described["options"] = options
+        return described
 
 
 @dataclass(frozen=True)
@@ -261,11 +279,15 @@ def _email_provider(raw: Any, path: str) -> EmailProviderDef | None:
     if not isinstance(from_address, str) or "@" not in from_address:
         raise ConfigError(f"{path}.from_address: must be an email address, got {from_address!r}")
     reply_to = raw.get("reply_to", "")
-    if not isinstance(reply_to, str):
+    if not isinstance(reply_to, str) or (reply_to and "@" not in reply_to):
         raise ConfigError(f"{path}.reply_to: must be an email address, got {reply_to!r}")
+    from .providers import provider_named
+
+    provider_settings = {k: v for k, v in settings.items() if k != "name"}
+    provider_named(name).check_settings(provider_settings, f"{path}.config")
     return EmailProviderDef(
         name=name,
-        settings={k: v for k, v in settings.items() if k != "name"},
+        settings=provider_settings,
         from_address=from_address,
         reply_to=reply_to,
     )

@@ -1,24 +1,46 @@
 """The outbox: every email is a row before it is handed to the provider, under a unique key.
 
 `queue_email` renders and stores the email (or finds the row a retry already stored);
-`deliver_email` hands a queued row to the provider at most once: a row leaves `queued` through an
-UPDATE that only one caller can win.
+`deliver_email` hands a queued row to the provider. A row moves:
+
+    queued -> sending -> sent      (the provider took it; its message id is kept)
+                      -> queued    (a passing failure: `next_attempt_at` says when the sweep
+                                    tries again, with exponential backoff)
+                      -> failed    (a permanent failure, or too many attempts)
+                      -> unknown   (the request may have reached the provider but no answer
+                                    came back; see below)
+    queued -> skipped              (suppressed address, unsubscribed user, no address)
+
+The rule for a crash: a row leaves `queued` through an UPDATE that only one caller can win, and
+is never sent again once it has left `queued` unless a person asks for it in the admin. A row
+found in `sending` long after its claim (its sender died between the provider's answer and the
+row's update, or before) becomes `unknown`, as does a send whose answer never came (a read
+timeout): the provider may have the email. A webhook that reports on it (delivered, bounced,
+opened ...) reconciles it to `sent`. So a crash can lose an email, never send one twice.
 """
 
 from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from datetime import datetime, timedelta
 
-from django.core.mail import EmailMultiAlternatives
+from anymail.exceptions import AnymailError
+from anymail.message import AnymailMessage
+from django.conf import settings
 from django.db import IntegrityError, transaction
+from django.db.models import F, Q
 from django.utils import timezone
 
+from delivery.policy import block_reason as policy_block_reason
+from delivery.policy import suppress
+from delivery.tracking import OUTBOX_ID_METADATA
+from delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from templates.rendering import RenderError, render_email
 
-from .config import Config, EmailContentDef
+from .config import Config, EmailContentDef, EmailProviderDef
 from .models import Event, OutboxEmail, User
-from .providers import email_connection, from_address
+from .providers import Failure, from_address, provider_for
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +76,10 @@ class EmailOrigin:
             event=event,
         )
 
+    @property
+    def is_campaign(self) -> bool:
+        return bool(self.campaign_name)
+
 
 def queue_email(
     config: Config,
@@ -65,8 +91,9 @@ def queue_email(
 ) -> OutboxEmail:
     """Store the email for `origin`, rendered for `user`, and deliver it after commit.
 
-    Returns the existing row if `origin` already has one. A user without an email address, or a
-    `block_reason`, gives a `skipped` row that says why, and nothing is sent.
+    Returns the existing row if `origin` already has one. A user without an email address, a
+    suppressed address, an unsubscribed user (for campaign email) or a `block_reason` gives a
+    `skipped` row that says why, and nothing is sent.
     """
     existing = OutboxEmail.objects.filter(key=origin.key).first()
     if existing is not None:
@@ -78,6 +105,7 @@ def queue_email(
         user=user,
         to_address=user.email,
         from_address=from_address(config.email_provider),
+        provider=provider_for(config.email_provider).name,
         template_name=origin.template_name,
         campaign_name=origin.campaign_name,
         cursor_id=origin.cursor_id,
@@ -87,15 +115,24 @@ def queue_email(
         created_at=now,
         updated_at=now,
     )
+    if not block_reason and not row.to_address:
+        block_reason = "the user has no email address (set the attribute `email`)"
+    block_reason = block_reason or policy_block_reason(
+        user.pk, row.to_address, campaign=origin.is_campaign
+    )
     if block_reason:
         row.status, row.reason = OutboxEmail.Status.SKIPPED, block_reason
-    elif not row.to_address:
-        row.status = OutboxEmail.Status.SKIPPED
-        row.reason = "the user has no email address (set the attribute `email`)"
     else:
+        if origin.is_campaign:
+            row.unsubscribe_url = unsubscribe_url(user.pk, origin.key)
         try:
             rendered = render_email(
-                content, config.base_dir, user, origin.event, version=config.fingerprint
+                content,
+                config.base_dir,
+                user,
+                origin.event,
+                version=config.fingerprint,
+                unsubscribe_url=row.unsubscribe_url,
             )
         except RenderError as exc:
             row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
@@ -119,43 +156,197 @@ def queue_email(
     return row
 
 
+def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> AnymailMessage:
+    """The message the provider gets for `row`: its parts, headers and tracking metadata."""
+    message = AnymailMessage(
+        subject=row.subject,
+        body=row.text,
+        from_email=row.from_address,
+        to=[row.to_address],
+        reply_to=[provider.reply_to] if provider and provider.reply_to else None,
+        headers=list_unsubscribe_headers(row.unsubscribe_url) if row.unsubscribe_url else None,
+    )
+    message.attach_alternative(row.html, "text/html")
+    # Comes back in the providers' webhooks, so even a row whose send got no answer is found.
+    message.metadata = {OUTBOX_ID_METADATA: str(row.pk)}
+    if row.template_name:
+        message.tags = [row.template_name[:100]]
+    return message
+
+
 def deliver_email(outbox_id: int, config: Config) -> str:
-    """Hand a queued email to the provider. Returns the row's status afterwards."""
+    """Hand a queued, due email to the provider once. Returns the row's status afterwards."""
     now = timezone.now()
-    claimed = OutboxEmail.objects.filter(pk=outbox_id, status=OutboxEmail.Status.QUEUED).update(
-        status=OutboxEmail.Status.SENDING, updated_at=now
+    claimed = (
+        OutboxEmail.objects.filter(pk=outbox_id, status=OutboxEmail.Status.QUEUED)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=OutboxEmail.Status.SENDING, attempts=F("attempts") + 1, updated_at=now)
     )
     if not claimed:
         row = OutboxEmail.objects.filter(pk=outbox_id).only("status").first()
         return row.status if row else "missing"
 
     row = OutboxEmail.objects.get(pk=outbox_id)
-    provider = config.email_provider
-    message = EmailMultiAlternatives(
-        subject=row.subject,
-        body=row.text,
-        from_email=row.from_address,
-        to=[row.to_address],
-        reply_to=[provider.reply_to] if provider and provider.reply_to else None,
-    )
-    message.attach_alternative(row.html, "text/html")
+    # Bounces, complaints and unsubscribes that arrived since the row was queued still count.
+    reason = policy_block_reason(row.user_id, row.to_address, campaign=bool(row.campaign_name))
+    if reason:
+        return _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
+
+    definition = config.email_provider
+    provider = provider_for(definition)
+    settings_ = definition.settings if definition and provider.name == definition.name else {}
+    message = build_message(row, definition)
     try:
         # Inside the try: a provider that cannot even be set up fails the row with its reason.
-        message.connection = email_connection(provider)
+        provider.prepare(message, settings_, campaign=bool(row.campaign_name))
+        message.connection = provider.connection(settings_)
         message.send()
     except Exception as exc:
-        logger.exception("sending email %s failed", row.key)
-        status, reason, message_id = OutboxEmail.Status.FAILED, repr(exc), ""
-    else:
-        status, reason = OutboxEmail.Status.SENT, ""
-        anymail_status = getattr(message, "anymail_status", None)
-        message_id = (getattr(anymail_status, "message_id", None) or "") if anymail_status else ""
-    OutboxEmail.objects.filter(pk=outbox_id).update(
-        status=status,
-        reason=reason,
-        message_id=message_id or "",
-        attempts=row.attempts + 1,
-        sent_at=timezone.now() if status == OutboxEmail.Status.SENT else None,
-        updated_at=timezone.now(),
+        if not isinstance(exc, AnymailError | OSError):
+            logger.exception("email %s: sending raised", row.key)  # a bug is worth a traceback
+        return _failed(row, provider.name, provider.classify(exc))
+
+    status = getattr(message, "anymail_status", None)
+    message_id = (getattr(status, "message_id", None) or "") if status else ""
+    logger.info("email %s sent by %s (message %s)", row.key, provider.name, message_id or "-")
+    return _finish(
+        row,
+        OutboxEmail.Status.SENT,
+        message_id=str(message_id)[:255],
+        sent_at=timezone.now(),
+        # A late answer after the sweep gave up on the row still wins: it was sent.
+        from_statuses=(OutboxEmail.Status.SENDING, OutboxEmail.Status.UNKNOWN),
     )
+
+
+def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
+    """How long to wait after the `attempts`-th failed call: doubling, capped, at least as long
+    as the provider asked."""
+    base = settings.SEGFLOW_EMAIL_RETRY_BASE_SECONDS * 2 ** max(0, attempts - 1)
+    seconds = min(base, settings.SEGFLOW_EMAIL_RETRY_MAX_SECONDS)
+    return timedelta(seconds=max(seconds, retry_after or 0))
+
+
+def _failed(row: OutboxEmail, provider_name: str, failure: Failure) -> str:
+    attempts, now = row.attempts, timezone.now()
+    if failure.kind == "transient" and attempts < settings.SEGFLOW_EMAIL_MAX_ATTEMPTS:
+        due = now + retry_delay(attempts, failure.retry_after)
+        logger.warning(
+            "email %s: attempt %s failed (%s); trying again at %s",
+            row.key,
+            attempts,
+            failure.reason,
+            due.isoformat(),
+        )
+        return _finish(
+            row,
+            OutboxEmail.Status.QUEUED,
+            reason=f"attempt {attempts} failed, next at {_when(due)}: {failure.reason}",
+            next_attempt_at=due,
+        )
+    if failure.kind == "unknown":
+        logger.error("email %s: the provider may or may not have it: %s", row.key, failure.reason)
+        return _finish(
+            row,
+            OutboxEmail.Status.UNKNOWN,
+            reason=(
+                "no answer from the provider, which may have sent it; not sent again "
+                f"(a webhook about it marks it sent): {failure.reason}"
+            ),
+        )
+    if failure.kind == "transient":
+        reason = f"gave up after {attempts} attempts: {failure.reason}"
+    else:
+        reason = failure.reason
+    logger.error("email %s failed: %s", row.key, reason)
+    if failure.suppress_address:
+        from delivery.models import Suppression
+
+        suppress(
+            row.to_address,
+            Suppression.Reason.INACTIVE,
+            detail=failure.reason,
+            provider=provider_name,
+            outbox_email_id=row.pk,
+        )
+    return _finish(row, OutboxEmail.Status.FAILED, reason=reason)
+
+
+def _finish(
+    row: OutboxEmail,
+    status: str,
+    *,
+    from_statuses: tuple[str, ...] = (OutboxEmail.Status.SENDING,),
+    **fields,
+) -> str:
+    """Move the row out of `sending`, unless something else (the sweep) moved it meanwhile."""
+    fields.setdefault("reason", "")
+    if status != OutboxEmail.Status.QUEUED:
+        fields.setdefault("next_attempt_at", None)
+    moved = OutboxEmail.objects.filter(pk=row.pk, status__in=from_statuses).update(
+        status=status, updated_at=timezone.now(), **fields
+    )
+    if not moved:
+        current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
+        logger.warning("email %s: was %s before it could be marked %s", row.key, current, status)
+        return current or "missing"
     return status
+
+
+def mark_stale_sending(now: datetime) -> int:
+    """Rows whose sender died mid-send become `unknown`, never sent again. Returns how many."""
+    before = now - timedelta(seconds=settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS)
+    stale = OutboxEmail.objects.filter(status=OutboxEmail.Status.SENDING, updated_at__lte=before)
+    count = stale.update(
+        status=OutboxEmail.Status.UNKNOWN,
+        reason=(
+            f"still sending {settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS}s after it began: its "
+            "sender stopped before recording the provider's answer; not sent again (a webhook "
+            "about it marks it sent)"
+        ),
+        updated_at=now,
+    )
+    if count:
+        logger.error("%s email(s) left in `sending` by a stopped sender are now `unknown`", count)
+    return count
+
+
+def due_retry_ids(now: datetime, limit: int = 500) -> list[int]:
+    """Queued rows whose retry is due, or whose first delivery task was lost."""
+    lost_before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
+    return list(
+        OutboxEmail.objects.filter(status=OutboxEmail.Status.QUEUED)
+        .filter(
+            Q(next_attempt_at__lte=now)
+            | Q(next_attempt_at__isnull=True, created_at__lte=lost_before)
+        )
+        .order_by("id")
+        .values_list("pk", flat=True)[:limit]
+    )
+
+
+def send_again(outbox_ids: list[int]) -> int:
+    """Queue failed or unknown rows once more: a person's decision (the admin), never automatic."""
+    now = timezone.now()
+    ids = list(
+        OutboxEmail.objects.filter(
+            pk__in=outbox_ids,
+            status__in=(OutboxEmail.Status.FAILED, OutboxEmail.Status.UNKNOWN),
+            attempts__gt=0,  # (a template that failed to render has nothing to send)
+        ).values_list("pk", flat=True)
+    )
+    OutboxEmail.objects.filter(pk__in=ids).update(
+        status=OutboxEmail.Status.QUEUED,
+        reason="sent again by hand",
+        next_attempt_at=None,
+        updated_at=now,
+    )
+    from .dispatch import enqueue
+
+    for outbox_id in ids:
+        transaction.on_commit(lambda outbox_id=outbox_id: enqueue("deliver_email", outbox_id))
+    return len(ids)
+
+
+def _when(moment: datetime) -> str:
+    return moment.strftime("%Y-%m-%d %H:%M:%S UTC")

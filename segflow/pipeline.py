@@ -22,8 +22,9 @@ from transactions.services import send_transactions
 from .config import Config, SegmentDef
 from .dispatch import enqueue
 from .live_config import is_live, sync_config
-from .models import Event, OutboxEmail, User
+from .models import Event, User
 from .outbox import deliver_email as deliver_outbox_email
+from .outbox import due_retry_ids, mark_stale_sending
 
 logger = logging.getLogger(__name__)
 
@@ -173,11 +174,10 @@ def sweep(now: datetime) -> int:
             "pk", flat=True
         )[:500]
     )
-    emails = list(
-        OutboxEmail.objects.filter(
-            status=OutboxEmail.Status.QUEUED, created_at__lte=before
-        ).values_list("pk", flat=True)[:500]
-    )
+    # Emails: retries that are due, first sends whose task was lost, and rows a dead sender left
+    # in `sending` (marked `unknown`, never sent again: see segflow/outbox.py).
+    mark_stale_sending(now)
+    emails = due_retry_ids(now)
     for event_id in events:
         enqueue("process_event", event_id)
     for user_id in users:

@@ -5,10 +5,12 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from html.parser import HTMLParser
 from pathlib import Path
 
+import css_inline
+import inscriptis
 from django.template import Context, Engine
+from inscriptis.model.config import ParserConfig
 
 from segflow.attributes import AttributeView, event_values, user_values
 from segflow.config import EmailContentDef, call_with_arity
@@ -36,9 +38,20 @@ def template_engine(base_dir: Path, version: str) -> Engine:
 
 
 def render_email(
-    content: EmailContentDef, base_dir: Path, user, event=None, version: str = ""
+    content: EmailContentDef,
+    base_dir: Path,
+    user,
+    event=None,
+    version: str = "",
+    *,
+    unsubscribe_url: str = "",
 ) -> RenderedEmail:
-    """Render `content` for `user` (and `event`, for transactions)."""
+    """Render `content` for `user` (and `event`, for transactions).
+
+    The template gets `user`, `event` and `unsubscribe_url` (empty for transactional email). The
+    HTML's <style> rules are inlined, an unsubscribe footer is added to a campaign email whose
+    template has no link of its own, and the text part is made from the HTML.
+    """
     user_data = user_values(user)
     event_data = event_values(event) if event is not None else None
     callable_args = [AttributeView(user_data)]
@@ -58,12 +71,20 @@ def render_email(
             html = str(call_with_arity(content.html, *callable_args))
         else:
             template = template_engine(base_dir, version).get_template(str(content.html))
-            html = template.render(Context({"user": user_data, "event": event_data}))
+            html = template.render(
+                Context(
+                    {"user": user_data, "event": event_data, "unsubscribe_url": unsubscribe_url}
+                )
+            )
+        html = inline_css(add_unsubscribe_footer(html, unsubscribe_url))
+        text = html_to_text(html)
     except Exception as exc:
         raise RenderError(f"rendering {content.name!r} failed: {exc!r}") from exc
+    if unsubscribe_url and unsubscribe_url not in text:
+        text = f"{text}\n\nUnsubscribe: {unsubscribe_url}".strip()
     # Subjects are one line: a newline in a header would be refused by the mail library.
     subject = " ".join(subject.split())
-    return RenderedEmail(subject=subject, html=html, text=html_to_text(html))
+    return RenderedEmail(subject=subject, html=html, text=text)
 
 
 def check_template(content: EmailContentDef, base_dir: Path) -> None:
@@ -77,47 +98,35 @@ def check_template(content: EmailContentDef, base_dir: Path) -> None:
         raise RenderError(f"{content.name!r} does not compile: {exc}") from exc
 
 
-class _TextExtractor(HTMLParser):
-    _BLOCKS = {"p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "tr", "table", "hr"}
-    _HIDDEN = {"style", "script", "head", "title"}
+# One inliner for the process: it keeps @media rules in a <style> block (inline styles cannot hold
+# them) and never fetches stylesheets from the network.
+_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+_TEXT_CONFIG = ParserConfig(display_links=True, display_images=False)
 
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self._hidden = 0
-        self._href: list[str | None] = []
 
-    def handle_starttag(self, tag, attrs):
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-        if tag == "a":
-            self._href.append(dict(attrs).get("href"))
-        if tag == "li":
-            self.parts.append("- ")
+def inline_css(html: str) -> str:
+    """Move the rules of the HTML's <style> blocks into style attributes, as mail clients need."""
+    if "<style" not in html.lower():
+        return html  # nothing to inline; leave hand-written fragments as they are
+    return _INLINER.inline(html)
 
-    def handle_endtag(self, tag):
-        if tag in self._HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n")
-        if tag == "a" and self._href:
-            href = self._href.pop()
-            if href and not href.startswith("#"):
-                self.parts.append(f" ({href})")
 
-    def handle_data(self, data):
-        if not self._hidden:
-            self.parts.append(data)
+def add_unsubscribe_footer(html: str, url: str) -> str:
+    """Make sure the email carries its unsubscribe link: add a footer if the template did not."""
+    if not url or url in html:
+        return html
+    footer = (
+        '<p style="font-size: 12px; color: #64748b;">'
+        f'<a href="{url}" style="color: #64748b;">Unsubscribe</a> from these emails.</p>'
+    )
+    at = html.lower().rfind("</body>")
+    return html[:at] + footer + html[at:] if at >= 0 else html + footer
 
 
 def html_to_text(html: str) -> str:
-    """A readable plain-text part for an HTML email."""
-    parser = _TextExtractor()
-    parser.feed(html)
-    parser.close()
-    text = "".join(parser.parts)
-    lines = [" ".join(line.split()) for line in text.splitlines()]
-    text = "\n".join(lines)
-    return re.sub(r"\n{3,}", "\n\n", text).strip()
+    """A readable plain-text part for an HTML email (hidden preview text left out)."""
+    if not html.strip():
+        return ""
+    text = inscriptis.get_text(html, _TEXT_CONFIG)
+    lines = [line.rstrip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()

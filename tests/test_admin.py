@@ -20,6 +20,9 @@ from django_celery_beat.models import (
 )
 
 from campaigns.models import Campaign, Cursor
+from delivery.models import Suppression, Unsubscription
+from delivery.policy import suppress
+from delivery.unsubscribe import unsubscribe
 from segflow.models import ApiKey, Event, OutboxEmail, User
 from segments.models import Segment, SegmentMembership
 from templates.models import EmailTemplate
@@ -65,6 +68,9 @@ def world(api, clock, pushed):
         format="json",
     )
     assert response.status_code == 201
+    # An unsubscribe and a suppressed address, as the delivery pages show them.
+    unsubscribe("mallory", Unsubscription.Method.LINK)
+    suppress("gone@example.com", Suppression.Reason.HARD_BOUNCE, detail="550 no such user")
     # Rows of the other apps' admin pages, so that every page has something to show.
     Group.objects.create(name="marketing")
     every_minute = IntervalSchedule.objects.create(every=1, period=IntervalSchedule.MINUTES)

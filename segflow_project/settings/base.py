@@ -38,6 +38,7 @@ INSTALLED_APPS = [
     "campaigns",
     "transactions",
     "templates",
+    "delivery",
 ]
 
 MIDDLEWARE = [
