@@ -8,6 +8,7 @@ from __future__ import annotations
 from datetime import timedelta
 
 import pytest
+from django.urls import reverse
 
 from delivery.models import Suppression
 from segflow.models import OutboxEmail
@@ -263,3 +264,43 @@ def test_a_response_slower_than_the_timeout_is_never_sent_twice(
     assert len(postmark.requests) == 1
     row.refresh_from_db()
     assert row.status == OutboxEmail.Status.UNKNOWN
+
+
+def test_an_unsubscribe_while_a_retry_waits_stops_the_retry(api, client, clock, setup, postmark):  # noqa: F811
+    setup()
+    postmark.answer(500, {"ErrorCode": 100, "Message": "Internal server error"})
+    put_user(api, "jane", email="jane@example.com", name="Jane")
+    row = row_for("welcome")
+    assert row.status == OutboxEmail.Status.QUEUED
+
+    path = row.unsubscribe_url.removeprefix("http://127.0.0.1:8000")
+    form = "application/x-www-form-urlencoded"
+    response = client.post(path, "List-Unsubscribe=One-Click", content_type=form)
+    assert response.status_code == 200
+    clock.advance_and_tick(minutes=5)
+    row.refresh_from_db()
+    assert row.status == OutboxEmail.Status.SKIPPED and "unsubscribed" in row.reason
+    assert len(postmark.requests) == 1
+
+
+def test_a_superuser_can_send_an_unknown_email_again_from_the_admin(
+    api,
+    admin_client,
+    clock,
+    setup,
+    postmark,  # noqa: F811
+):
+    setup()
+    postmark.answer(200, {"MessageID": "late", "ErrorCode": 0, "Message": "OK"}, delay=1.5)
+    put_user(api, "jane", email="jane@example.com", name="Jane")
+    row = row_for("welcome")
+    assert row.status == OutboxEmail.Status.UNKNOWN
+
+    response = admin_client.post(
+        reverse("admin:segflow_outboxemail_changelist"),
+        {"action": "send_again", "_selected_action": [row.pk]},
+    )
+    assert response.status_code == 302
+    row.refresh_from_db()
+    assert row.status == OutboxEmail.Status.SENT and row.attempts == 2
+    assert len(postmark.requests) == 2
