@@ -15,6 +15,8 @@ class User(models.Model):
     # the flag only if the version it read is still current, so no write goes unevaluated.
     version = models.PositiveBigIntegerField(default=1)
     evaluation_pending = models.BooleanField(default=True)
+    # When the schedule's sweep last handed out this user's pending evaluation (see pipeline.sweep).
+    swept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "users"
@@ -39,6 +41,8 @@ class Event(models.Model):
     created_at = models.DateTimeField(default=timezone.now)
     # Set once transactions and segments have seen the event; the schedule sweeps up the rest.
     processed_at = models.DateTimeField(null=True, blank=True)
+    # When the schedule's sweep last handed out this event again (see pipeline.sweep).
+    swept_at = models.DateTimeField(null=True, blank=True)
 
     class Meta:
         db_table = "events"
@@ -112,6 +116,8 @@ class OutboxEmail(models.Model):
     attempts = models.PositiveIntegerField(default=0, help_text="Calls made to the provider.")
     # A queued row that failed for a passing reason waits here for the schedule's sweep.
     next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the schedule's sweep last handed this row to a delivery task (see pipeline.sweep).
+    swept_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(default=timezone.now)
     updated_at = models.DateTimeField(default=timezone.now)
     sent_at = models.DateTimeField(null=True, blank=True)

@@ -311,11 +311,17 @@ def mark_stale_sending(now: datetime) -> int:
     return count
 
 
-def due_retry_ids(now: datetime, limit: int = 500) -> list[int]:
-    """Queued rows whose retry is due, or whose first delivery task was lost."""
+def due_retry_ids(
+    now: datetime, limit: int = 500, not_swept_since: datetime | None = None
+) -> list[int]:
+    """Queued rows whose retry is due, or whose first delivery task was lost; with
+    `not_swept_since`, only rows the sweep has not handed out since then."""
     lost_before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
+    rows = OutboxEmail.objects.all()
+    if not_swept_since is not None:
+        rows = rows.filter(Q(swept_at__isnull=True) | Q(swept_at__lte=not_swept_since))
     return list(
-        OutboxEmail.objects.filter(status=OutboxEmail.Status.QUEUED)
+        rows.filter(status=OutboxEmail.Status.QUEUED)
         .filter(
             Q(next_attempt_at__lte=now)
             | Q(next_attempt_at__isnull=True, created_at__lte=lost_before)

@@ -12,6 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from campaigns import services as campaigns
@@ -22,7 +23,7 @@ from transactions.services import send_transactions
 from .config import Config, SegmentDef
 from .dispatch import enqueue
 from .live_config import is_live, sync_config
-from .models import Event, User
+from .models import Event, OutboxEmail, User
 from .outbox import deliver_email as deliver_outbox_email
 from .outbox import due_retry_ids, mark_stale_sending
 
@@ -162,22 +163,30 @@ def tick(now: datetime | None = None) -> TickReport:
 
 
 def sweep(now: datetime) -> int:
-    """Hand out again the work whose after-commit task never ran (a crash, a lost message)."""
+    """Hand out again the work whose after-commit task never ran (a crash, a lost message).
+
+    Each item handed out is stamped `swept_at` and is not handed out again for another sweep
+    delay: under a backlog, work waiting in the queue is not queued again and again.
+    """
     before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
+    not_recently_swept = Q(swept_at__isnull=True) | Q(swept_at__lte=before)
     events = list(
-        Event.objects.filter(processed_at__isnull=True, created_at__lte=before)
+        Event.objects.filter(not_recently_swept, processed_at__isnull=True, created_at__lte=before)
         .order_by("created_at")
         .values_list("pk", flat=True)[:500]
     )
     users = list(
-        User.objects.filter(evaluation_pending=True, updated_at__lte=before).values_list(
-            "pk", flat=True
-        )[:500]
+        User.objects.filter(
+            not_recently_swept, evaluation_pending=True, updated_at__lte=before
+        ).values_list("pk", flat=True)[:500]
     )
     # Emails: retries that are due, first sends whose task was lost, and rows a dead sender left
     # in `sending` (marked `unknown`, never sent again: see segflow/outbox.py).
     mark_stale_sending(now)
-    emails = due_retry_ids(now)
+    emails = due_retry_ids(now, not_swept_since=before)
+    Event.objects.filter(pk__in=events).update(swept_at=now)
+    User.objects.filter(pk__in=users).update(swept_at=now)
+    OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
     for event_id in events:
         enqueue("process_event", event_id)
     for user_id in users:

@@ -57,3 +57,39 @@ def test_a_process_started_with_another_config_loads_the_one_pushed_from_here(
     user_service.record_event("carol", "paid", {})
     assert get_config().location == config.location
     assert [m.subject for m in mail.outbox] == ["Receipt"]
+
+
+def test_the_sweep_hands_out_lost_work_once_per_delay_not_every_tick(
+    write_config, pushed, clock, settings
+):
+    """With a broker, handed-out work waits in Redis; the sweep must not queue it again and
+    again while it waits (a backlog would snowball)."""
+    import redis
+
+    from segflow.models import User
+    from segflow.pipeline import sweep
+    from segflow_project.celery import app
+
+    pushed(write_config(CONFIG.format(subject="Receipt")))
+    User.objects.create(id="lost", attributes={}, evaluation_pending=True)
+    Event.objects.create(user_id="lost", name="click", attributes={})
+    queue = redis.Redis.from_url("redis://127.0.0.1:6379/12")
+    queue.flushdb()
+    settings.SEGFLOW_SWEEP_AFTER_SECONDS = 30
+    settings.SEGFLOW_TASKS_INLINE = False
+    broker = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:6379/12"
+    try:
+        clock.advance(seconds=31)
+        assert sweep(clock.now) == 2
+        for _ in range(10):
+            clock.advance(seconds=1)
+            assert sweep(clock.now) == 0
+        assert queue.llen("celery") == 2
+        clock.advance(seconds=30)
+        assert sweep(clock.now) == 2  # still not done: once more, a delay later
+        assert queue.llen("celery") == 4
+    finally:
+        app.conf.broker_url = broker
+        app.pool.force_close_all()
+        queue.flushdb()
