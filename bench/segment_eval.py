@@ -70,8 +70,10 @@ def seed(users: int) -> None:
             f"NOW(6), NOW(6) FROM seq_1_to_{2 * users}",
             [users],
         )
-        print(f"seeded {users} users and {2 * users} events in {time.monotonic() - started:.1f} s",
-              file=sys.stderr)
+        print(
+            f"seeded {users} users and {2 * users} events in {time.monotonic() - started:.1f} s",
+            file=sys.stderr,
+        )
 
 
 def evaluate(name: str) -> None:
@@ -87,8 +89,9 @@ def evaluate(name: str) -> None:
 
     config = validate_config({"segments": {name: {"sql": SEGMENTS[name]}}})
     definition = config.segments[name]
-    row = Segment.objects.create(name=name, kind="sql", source=definition.source,
-                                 fingerprint=definition.fingerprint)
+    row = Segment.objects.create(
+        name=name, kind="sql", source=definition.source, fingerprint=definition.fingerprint
+    )
     timings = []
     for _ in range(2):
         started = time.monotonic()
@@ -117,9 +120,11 @@ def main() -> None:
     server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
     env = environment(database)
     try:
+
         def run(*command: str) -> subprocess.CompletedProcess:
-            done = subprocess.run([sys.executable, *command], cwd=ROOT, env=env,
-                                  capture_output=True, text=True)
+            done = subprocess.run(
+                [sys.executable, *command], cwd=ROOT, env=env, capture_output=True, text=True
+            )
             if done.returncode:
                 sys.exit(done.stdout + done.stderr)
             return done
@@ -127,14 +132,19 @@ def main() -> None:
         run("manage.py", "migrate", "--noinput")
         print(f"Seeding {args.users:,} users ...", file=sys.stderr, flush=True)
         run(__file__, "--users", str(args.users), "--child", "seed")
-        print(f"{'segment':<16} {'members':>9} {'first (all enter)':>18} {'again (no change)':>18}"
-              f" {'peak RSS':>9}")
+        print(
+            f"{'segment':<16} {'members':>9} {'first (all enter)':>18} {'again (no change)':>18}"
+            f" {'peak RSS':>9}"
+        )
         for name in SEGMENTS:
             out = run(__file__, "--users", str(args.users), "--child", "evaluate", name).stdout
             result = json.loads(out.strip().splitlines()[-1])
             (first, entered, _), (again, _, _) = result["runs"]
-            print(f"{name:<16} {result['members']:>9,} {first:>16.1f} s {again:>16.1f} s"
-                  f" {result['peak_mb']:>6.0f} MB", flush=True)
+            print(
+                f"{name:<16} {result['members']:>9,} {first:>16.1f} s {again:>16.1f} s"
+                f" {result['peak_mb']:>6.0f} MB",
+                flush=True,
+            )
     finally:
         server.cursor().execute(f"DROP DATABASE IF EXISTS {database}")
 

@@ -1,0 +1,114 @@
+"""Production mode for real: gunicorn, two Celery workers and one beat over Redis, on MariaDB.
+
+2,000 users enter a two-email campaign and each makes a purchase; every user must get exactly one
+email per step and per event. Then again, with a worker killed by SIGKILL halfway through.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+
+from segflow.client import Client
+
+from .deployment import Deployment
+
+pytestmark = pytest.mark.mysql_only
+
+USERS = 2000
+
+CONFIG = """
+from segflow.config import SegflowConfig
+
+def two_emails(ctx, rt):
+    yield rt.send_email("first")
+    yield rt.wait(seconds=3)
+    yield rt.send_email("second")
+
+html = lambda user: "<p>hello</p>"
+config: SegflowConfig = {
+    "templates": {"first": {"subject": "First", "html": html},
+                  "second": {"subject": "Second", "html": html}},
+    "segments": {
+        "batch": {"sql": "SELECT u.id FROM users u "
+                         "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.batch')) IS NOT NULL"},
+    },
+    "campaigns": {"drip": {"segments": ["batch"], "behavior": "static", "flow": two_emails}},
+    "transactions": {"receipt": {"event": "purchase", "subject": "Receipt", "html": html}},
+}
+"""
+
+
+@pytest.fixture
+def deployment(tmp_path):
+    deployment = Deployment(tmp_path, CONFIG)
+    try:
+        yield deployment
+    finally:
+        deployment.down()
+
+
+def drive(client: Client, prefix: str, on_halfway=None) -> list[str]:
+    ids = [f"{prefix}-{n}" for n in range(USERS)]
+
+    def one(user_id: str) -> None:
+        client.create_user(user_id, {"email": f"{user_id}@example.com", "batch": prefix})
+        client.emit(user_id, "purchase", {"amount": 10})
+
+    with ThreadPoolExecutor(max_workers=16) as pool:
+        for n, _ in enumerate(pool.map(one, ids)):
+            if n == USERS // 2 and on_halfway:
+                on_halfway()
+    return ids
+
+
+def wait_for_all(deployment: Deployment, ids: list[str], timeout: float = 240) -> None:
+    prefix = ids[0].rsplit("-", 1)[0]
+    deadline = time.monotonic() + timeout
+    while True:
+        sent = deployment.query(
+            "SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND user_id LIKE %s",
+            (prefix + "-%",),
+        )[0][0]
+        if sent >= 3 * len(ids):
+            return
+        assert time.monotonic() < deadline, f"only {sent} of {3 * len(ids)} emails sent in time"
+        time.sleep(1)
+
+
+def assert_exactly_once(deployment: Deployment, ids: list[str]) -> None:
+    prefix = ids[0].rsplit("-", 1)[0]
+    rows = deployment.query(
+        "SELECT user_id, template_name, status FROM outbox WHERE user_id LIKE %s", (prefix + "-%",)
+    )
+    per_user = Counter((user, template) for user, template, _ in rows)
+    assert set(per_user.values()) == {1}
+    assert {template for _, template in per_user} == {"first", "second", "receipt"}
+    assert len(per_user) == 3 * len(ids)
+    assert {status for _, _, status in rows} == {"sent"}
+    delivered = deployment.delivered()
+    for user_id in ids:
+        for subject in ("First", "Second", "Receipt"):
+            assert delivered[(f"{user_id}@example.com", subject)] == 1, (user_id, subject)
+
+
+def test_every_user_gets_each_email_exactly_once_with_two_workers_and_beat(deployment):
+    client = deployment.up()
+    ids = drive(client, "calm")
+    wait_for_all(deployment, ids)
+    assert_exactly_once(deployment, ids)
+
+
+def test_a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice(deployment):
+    client = deployment.up()
+
+    def kill_and_replace() -> None:
+        deployment.kill("w1")
+        deployment.start_worker("w3")
+
+    ids = drive(client, "crash", on_halfway=kill_and_replace)
+    wait_for_all(deployment, ids)
+    assert_exactly_once(deployment, ids)
