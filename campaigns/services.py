@@ -269,6 +269,7 @@ def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) 
             cursor = Cursor.objects.select_for_update().select_related("campaign").get(pk=cursor_id)
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
             cursor.save()
+            _log_ended(cursor)
         return "failed"
 
 
@@ -375,14 +376,7 @@ def _run_steps(
     )
     _save_writes(user, run.pending_writes, now)
     if cursor.status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
-        logger.warning(
-            "cursor %s (campaign %r, user %r) %s: %s",
-            cursor.pk,
-            cursor.campaign.name,
-            cursor.user_id,
-            cursor.status,
-            cursor.end_reason,
-        )
+        _log_ended(cursor)
     return outcome_label
 
 
@@ -390,6 +384,11 @@ def _save_ended(cursor: Cursor, now: datetime) -> str:
     cursor.updated_at = now
     cursor.claimed_until = None
     cursor.save()
+    _log_ended(cursor)
+    return cursor.status
+
+
+def _log_ended(cursor: Cursor) -> None:
     logger.warning(
         "cursor %s (campaign %r, user %r) %s: %s",
         cursor.pk,
@@ -398,7 +397,6 @@ def _save_ended(cursor: Cursor, now: datetime) -> str:
         cursor.status,
         cursor.end_reason,
     )
-    return cursor.status
 
 
 def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: str = "") -> None:

@@ -145,31 +145,8 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
             },
         ),
     )
-    readonly_fields = (
-        "key",
-        "user",
-        "status",
-        "reason",
-        "origin",
-        "from_address",
-        "to_address",
-        "subject",
-        "headers",
-        "rendered_html",
-        "text_part",
-        "provider",
-        "message_id",
-        "attempts",
-        "next_attempt_at",
-        "created_at",
-        "sent_at",
-        "delivered_at",
-        "bounced_at",
-        "complained_at",
-        "opened_at",
-        "clicked_at",
-        "feedback",
-    )
+    # Everything shown is read-only: the fields are the fieldsets' own.
+    readonly_fields = tuple(name for _, section in fieldsets for name in section["fields"])
     actions = ["send_again"]
 
     @admin.display(description="caused by")
