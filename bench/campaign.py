@@ -4,9 +4,9 @@ emails are accepted by the email backend, with one and with two Celery workers, 
 
     .venv/bin/python bench/campaign.py [--users 10000]
 
-The users are loaded first; then a push adds the campaign, which enters them all at once (one
-set-based statement) and leaves their first step due; beat's tick claims due cursors in batches
-and the workers run them.
+The users are loaded first; then a push adds the segment and the campaign, which enters them
+all at once (set-based statements) and leaves their first step due; beat's tick claims due
+cursors in batches and the workers run them.
 """
 
 from __future__ import annotations
@@ -19,14 +19,18 @@ from harness import Deployment, scratch_dir
 WITHOUT_CAMPAIGN = """
 config = {
     "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
-    "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
 }
 """
-WITH_CAMPAIGN = WITHOUT_CAMPAIGN.replace(
-    '"segments"',
-    '"campaigns": {"hello": {"segments": ["everyone"], "behavior": "static", "flow": flow}},\n'
-    '    "segments"',
-).replace("config = {", "def flow(ctx, rt):\n    yield rt.send_email('hello')\n\nconfig = {")
+WITH_CAMPAIGN = """
+def flow(ctx, rt):
+    yield rt.send_email("hello")
+
+config = {
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
+    "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"hello": {"segments": ["everyone"], "behavior": "static", "flow": flow}},
+}
+"""
 
 
 def main() -> None:
@@ -47,10 +51,12 @@ def main() -> None:
             started = time.monotonic()
             plan = deployment.manage("segflow_push")
             pushed = time.monotonic() - started
+            deadline = time.monotonic() + 1800
             while True:
                 sent = deployment.query("SELECT COUNT(*) FROM outbox WHERE status = 'sent'")[0][0]
                 if sent >= args.users:
                     break
+                assert time.monotonic() < deadline, f"only {sent} sent in 30 minutes:\n{plan}"
                 time.sleep(0.2)
             elapsed = time.monotonic() - started
             assert f"{args.users} user(s) enter" in plan, plan

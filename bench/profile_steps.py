@@ -1,0 +1,75 @@
+#!/usr/bin/env python3
+"""Where the time of one campaign email goes: a profile of advancing cursors and delivering
+their emails in one process, on MariaDB, without Celery in between.
+
+    .venv/bin/pip install pyinstrument && .venv/bin/python bench/profile_steps.py [--users 1000]
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from harness import ROOT
+
+import MySQLdb  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--users", type=int, default=1000)
+    args = parser.parse_args()
+    database = f"segflow_profile_{os.getpid()}"
+    server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
+    server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
+    os.environ.update(
+        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}", DEBUG="0",
+        SECRET_KEY="profile-" + "x" * 40, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING",
+        EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
+        SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND="1", DJANGO_SETTINGS_MODULE="segflow_project.settings",
+    )
+    sys.path.insert(0, str(ROOT))
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+        from pyinstrument import Profiler
+
+        from segflow import pipeline
+        from segflow.config import set_config, validate_config
+        from segflow.models import OutboxEmail, User
+        from segflow.push import push
+
+        call_command("migrate", verbosity=0)
+        User.objects.bulk_create(
+            [User(id=f"u{n}", attributes={"email": f"u{n}@example.com"}, evaluation_pending=False)
+             for n in range(args.users)]
+        )
+
+        def flow(ctx, rt):
+            yield rt.send_email("hello")
+
+        config = validate_config({
+            "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
+            "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
+            "campaigns": {"hello": {"segments": ["everyone"], "behavior": "static", "flow": flow}},
+        })
+        set_config(config)
+        push(config)
+        profiler = Profiler()
+        started = time.monotonic()
+        with profiler:
+            pipeline.run_due_cursors()  # inline: advance, then deliver, for every cursor
+        elapsed = time.monotonic() - started
+        sent = OutboxEmail.objects.filter(status="sent").count()
+        print(f"{sent} emails in {elapsed:.1f} s in one process: {sent / elapsed:.0f} emails/s")
+        print(profiler.output_text(unicode=False, color=False, show_all=False))
+    finally:
+        server.cursor().execute(f"DROP DATABASE IF EXISTS {database}")
+
+
+if __name__ == "__main__":
+    main()
