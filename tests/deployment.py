@@ -17,7 +17,10 @@ from pathlib import Path
 from segflow.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
-MYSQL_SERVER = os.environ.get("SEGFLOW_TEST_MYSQL_SERVER", "mysql://root@127.0.0.1:3306")
+# The server of dev.py's MariaDB pass (SEGFLOW_TEST_MYSQL_URL), without its database name.
+MYSQL_SERVER = os.environ.get(
+    "SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"
+).rsplit("/", 1)[0]
 REDIS_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
