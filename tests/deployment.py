@@ -18,9 +18,9 @@ from segflow.client import Client
 
 ROOT = Path(__file__).resolve().parent.parent
 # The server of dev.py's MariaDB pass (SEGFLOW_TEST_MYSQL_URL), without its database name.
-MYSQL_SERVER = os.environ.get(
-    "SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test"
-).rsplit("/", 1)[0]
+MYSQL_SERVER = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test").rsplit(
+    "/", 1
+)[0]
 REDIS_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
@@ -75,6 +75,8 @@ class Deployment:
             "SEGFLOW_TICK_SECONDS": "1",
             "SEGFLOW_SWEEP_AFTER_SECONDS": "5",
             "SEGFLOW_CLAIM_LEASE_SECONDS": "10",
+            # A row a killed sender left `sending` is marked `unknown` this soon.
+            "SEGFLOW_EMAIL_SENDING_STALE_SECONDS": "15",
             "LOG_LEVEL": "WARNING",
             "DJANGO_SETTINGS_MODULE": "segflow_project.settings",
             **(env or {}),

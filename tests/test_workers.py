@@ -65,41 +65,52 @@ def drive(client: Client, prefix: str, on_halfway=None) -> list[str]:
     return ids
 
 
-def wait_for_all(deployment: Deployment, ids: list[str], timeout: float = 240) -> None:
+SUBJECTS = {"first": "First", "second": "Second", "receipt": "Receipt"}
+
+
+def wait_for_all(
+    deployment: Deployment, ids: list[str], settled=("sent",), timeout: float = 240
+) -> None:
     prefix = ids[0].rsplit("-", 1)[0]
+    marks = ", ".join(["%s"] * len(settled))
     deadline = time.monotonic() + timeout
     while True:
-        sent = deployment.query(
-            "SELECT COUNT(*) FROM outbox WHERE status = 'sent' AND user_id LIKE %s",
-            (prefix + "-%",),
+        done = deployment.query(
+            f"SELECT COUNT(*) FROM outbox WHERE status IN ({marks}) AND user_id LIKE %s",
+            (*settled, prefix + "-%"),
         )[0][0]
-        if sent >= 3 * len(ids):
+        if done >= 3 * len(ids):
             return
-        assert time.monotonic() < deadline, f"only {sent} of {3 * len(ids)} emails sent in time"
+        assert time.monotonic() < deadline, f"only {done} of {3 * len(ids)} emails settled in time"
         time.sleep(1)
 
 
-def assert_exactly_once(deployment: Deployment, ids: list[str]) -> None:
+def assert_once_at_most(deployment: Deployment, ids: list[str], unknown_allowed: int = 0) -> None:
+    """One outbox row per user and step or event; each row sent exactly once, except rows a
+    killed sender left mid-send: those are `unknown`, at most `unknown_allowed` of them, and were
+    received at most once (segflow never sends them again by itself: docs/email.md)."""
     prefix = ids[0].rsplit("-", 1)[0]
     rows = deployment.query(
         "SELECT user_id, template_name, status FROM outbox WHERE user_id LIKE %s", (prefix + "-%",)
     )
     per_user = Counter((user, template) for user, template, _ in rows)
     assert set(per_user.values()) == {1}
-    assert {template for _, template in per_user} == {"first", "second", "receipt"}
+    assert {template for _, template in per_user} == set(SUBJECTS)
     assert len(per_user) == 3 * len(ids)
-    assert {status for _, _, status in rows} == {"sent"}
+    statuses = Counter(status for _, _, status in rows)
+    assert set(statuses) <= {"sent", "unknown"}
+    assert statuses["unknown"] <= unknown_allowed, statuses
     delivered = deployment.delivered()
-    for user_id in ids:
-        for subject in ("First", "Second", "Receipt"):
-            assert delivered[(f"{user_id}@example.com", subject)] == 1, (user_id, subject)
+    for user, template, status in rows:
+        received = delivered[(f"{user}@example.com", SUBJECTS[template])]
+        assert received == 1 if status == "sent" else received <= 1, (user, template, status)
 
 
 def test_every_user_gets_each_email_exactly_once_with_two_workers_and_beat(deployment):
     client = deployment.up()
     ids = drive(client, "calm")
     wait_for_all(deployment, ids)
-    assert_exactly_once(deployment, ids)
+    assert_once_at_most(deployment, ids)
 
 
 def test_a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice(deployment):
@@ -110,5 +121,7 @@ def test_a_worker_killed_mid_run_loses_nothing_and_sends_nothing_twice(deploymen
         deployment.start_worker("w3")
 
     ids = drive(client, "crash", on_halfway=kill_and_replace)
-    wait_for_all(deployment, ids)
-    assert_exactly_once(deployment, ids)
+    wait_for_all(deployment, ids, settled=("sent", "unknown"))
+    # Only the emails the killed worker's 3 processes were handing to the provider at that very
+    # moment may be left unknown; everything else was picked up again and sent once.
+    assert_once_at_most(deployment, ids, unknown_allowed=3)
