@@ -12,9 +12,8 @@ import os
 import sys
 import time
 
-from harness import ROOT
-
 import MySQLdb  # noqa: E402
+from harness import ROOT
 
 
 def main() -> None:
@@ -25,10 +24,14 @@ def main() -> None:
     server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
     server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
     os.environ.update(
-        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}", DEBUG="0",
-        SECRET_KEY="profile-" + "x" * 40, ALLOWED_HOSTS="127.0.0.1", LOG_LEVEL="WARNING",
+        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}",
+        DEBUG="0",
+        SECRET_KEY="profile-" + "x" * 40,
+        ALLOWED_HOSTS="127.0.0.1",
+        LOG_LEVEL="WARNING",
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
-        SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND="1", DJANGO_SETTINGS_MODULE="segflow_project.settings",
+        SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND="1",
+        DJANGO_SETTINGS_MODULE="segflow_project.settings",
     )
     sys.path.insert(0, str(ROOT))
     try:
@@ -45,18 +48,26 @@ def main() -> None:
 
         call_command("migrate", verbosity=0)
         User.objects.bulk_create(
-            [User(id=f"u{n}", attributes={"email": f"u{n}@example.com"}, evaluation_pending=False)
-             for n in range(args.users)]
+            [
+                User(
+                    id=f"u{n}", attributes={"email": f"u{n}@example.com"}, evaluation_pending=False
+                )
+                for n in range(args.users)
+            ]
         )
 
         def flow(ctx, rt):
             yield rt.send_email("hello")
 
-        config = validate_config({
-            "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
-            "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
-            "campaigns": {"hello": {"segments": ["everyone"], "behavior": "static", "flow": flow}},
-        })
+        config = validate_config(
+            {
+                "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
+                "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
+                "campaigns": {
+                    "hello": {"segments": ["everyone"], "behavior": "static", "flow": flow}
+                },
+            }
+        )
         set_config(config)
         push(config)
         profiler = Profiler()

@@ -148,13 +148,20 @@ def campaigns_using(segment_ids: set[int]) -> list[Campaign]:
     ]
 
 
-def new_cursor_ids(user_id: str) -> list[int]:
-    """The user's cursors that have not run a step yet."""
-    return list(
-        Cursor.objects.filter(
-            user_id=user_id, status=Cursor.Status.ACTIVE, step_count=0
-        ).values_list("pk", flat=True)
+def claim_new_cursors(user_id: str, now: datetime) -> list[int]:
+    """Claim the user's cursors that have not run a step yet and nobody holds, to start them now
+    (claimed, so the schedule's next tick does not hand them out a second time)."""
+    unclaimed = Cursor.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        user_id=user_id,
+        status=Cursor.Status.ACTIVE,
+        step_count=0,
     )
+    ids = list(unclaimed.values_list("pk", flat=True))
+    if ids:
+        lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
+        Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return ids
 
 
 def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:

@@ -51,7 +51,7 @@ def _evaluate_user(
     if change:
         for campaign in campaigns.campaigns_using(change.segment_ids):
             campaigns.reconcile_campaign(campaign, now, user_id=user.pk)
-    new_cursors = campaigns.new_cursor_ids(user.pk)
+    new_cursors = campaigns.claim_new_cursors(user.pk, now)
     if new_cursors:
         transaction.on_commit(lambda: [enqueue("advance_cursor", c) for c in new_cursors])
     if attributes:

@@ -59,37 +59,71 @@ def test_a_process_started_with_another_config_loads_the_one_pushed_from_here(
     assert [m.subject for m in mail.outbox] == ["Receipt"]
 
 
+@pytest.fixture
+def redis_broker(settings):
+    """Tasks go to a real Redis (a database of its own) instead of running in this process."""
+    import redis
+
+    from segflow_project.celery import app
+
+    queue = redis.Redis.from_url("redis://127.0.0.1:6379/12")
+    queue.flushdb()
+    settings.SEGFLOW_TASKS_INLINE = False
+    broker = app.conf.broker_url
+    app.conf.broker_url = "redis://127.0.0.1:6379/12"
+    yield queue
+    app.conf.broker_url = broker
+    queue.flushdb()
+
+
 def test_the_sweep_hands_out_lost_work_once_per_delay_not_every_tick(
-    write_config, pushed, clock, settings
+    write_config, pushed, clock, settings, redis_broker
 ):
     """With a broker, handed-out work waits in Redis; the sweep must not queue it again and
     again while it waits (a backlog would snowball)."""
-    import redis
-
     from segflow.models import User
     from segflow.pipeline import sweep
-    from segflow_project.celery import app
 
     pushed(write_config(CONFIG.format(subject="Receipt")))
     User.objects.create(id="lost", attributes={}, evaluation_pending=True)
     Event.objects.create(user_id="lost", name="click", attributes={})
-    queue = redis.Redis.from_url("redis://127.0.0.1:6379/12")
-    queue.flushdb()
     settings.SEGFLOW_SWEEP_AFTER_SECONDS = 30
-    settings.SEGFLOW_TASKS_INLINE = False
-    broker = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:6379/12"
-    try:
-        clock.advance(seconds=31)
-        assert sweep(clock.now) == 2
-        for _ in range(10):
-            clock.advance(seconds=1)
-            assert sweep(clock.now) == 0
-        assert queue.llen("celery") == 2
-        clock.advance(seconds=30)
-        assert sweep(clock.now) == 2  # still not done: once more, a delay later
-        assert queue.llen("celery") == 4
-    finally:
-        app.conf.broker_url = broker
-        app.pool.force_close_all()
-        queue.flushdb()
+    redis_broker.flushdb()  # the push's own kick of the schedule
+    clock.advance(seconds=31)
+    assert sweep(clock.now) == 2
+    for _ in range(10):
+        clock.advance(seconds=1)
+        assert sweep(clock.now) == 0
+    assert redis_broker.llen("celery") == 2
+    clock.advance(seconds=30)
+    assert sweep(clock.now) == 2  # still not done: once more, a delay later
+    assert redis_broker.llen("celery") == 4
+
+
+def test_a_cursor_started_by_a_write_is_not_handed_out_again_by_the_next_tick(
+    write_config, pushed, clock, redis_broker
+):
+    """With a broker: the write's own task starts the new cursor; the tick must not queue it too."""
+    import json
+
+    from segflow import users as user_service
+    from segflow.pipeline import evaluate_user, tick
+
+    pushed(write_config(CAMPAIGN_CONFIG))
+    user_service.put_user("dana", {"email": "dana@example.com"})
+    evaluate_user("dana")  # what the queued task does on a worker
+    tick()
+    queued = [json.loads(m)["headers"]["task"] for m in redis_broker.lrange("celery", 0, -1)]
+    assert queued.count("segflow.advance_cursor") == 1, queued
+
+
+CAMPAIGN_CONFIG = """
+def hello(ctx, rt):
+    yield rt.send_email("hello")
+
+config = {
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>hi</p>"}},
+    "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"hello": {"segments": ["everyone"], "behavior": "static", "flow": hello}},
+}
+"""
