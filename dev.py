@@ -29,6 +29,7 @@ ROOT = Path(__file__).resolve().parent
 VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 MYSQL_TEST_URL = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
+REDIS_TEST_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 
 
 def say(message: str) -> None:
@@ -99,11 +100,11 @@ def ensure_dotenv() -> None:
         say("Wrote .env (DEBUG=1) for local development.")
 
 
-def mysql_answers(url: str) -> bool:
-    rest = url.split("@", 1)[-1].split("/", 1)[0]
+def answers(url: str, default_port: int) -> bool:
+    rest = url.split("://", 1)[-1].split("@", 1)[-1].split("/", 1)[0]
     host, _, port = rest.partition(":")
     try:
-        with socket.create_connection((host or "127.0.0.1", int(port or 3306)), timeout=2):
+        with socket.create_connection((host or "127.0.0.1", int(port or default_port)), timeout=2):
             return True
     except OSError:
         return False
@@ -122,16 +123,22 @@ def test(args: list[str]) -> int:
     base_env = {
         k: v for k, v in os.environ.items() if k not in ("DATABASE_URL", "CELERY_BROKER_URL")
     }
+    without_redis = ""
+    if not answers(REDIS_TEST_URL, 6379):
+        without_redis = " and not redis"
+        say(f"No Redis answers at {REDIS_TEST_URL}: the tests that need one are left out.")
     say("Tests on SQLite ...")
     # Tests of row locks and of real workers need MySQL/MariaDB; they run in the second pass.
-    failed = run(PYTHON, "-m", "pytest", "-m", "not mysql_only", *args, env=base_env) != 0
-    if mysql_answers(MYSQL_TEST_URL):
+    failed = (
+        run(PYTHON, "-m", "pytest", "-m", "not mysql_only" + without_redis, *args, env=base_env)
+        != 0
+    )
+    if answers(MYSQL_TEST_URL, 3306):
         ensure_installed(["dev", "mysql"])
         say(f"Tests on MySQL/MariaDB at {MYSQL_TEST_URL.split('@')[-1]} ...")
-        failed |= (
-            run(PYTHON, "-m", "pytest", *args, env={**base_env, "DATABASE_URL": MYSQL_TEST_URL})
-            != 0
-        )
+        marks = ["-m", "not redis"] if without_redis else []
+        mysql_env = {**base_env, "DATABASE_URL": MYSQL_TEST_URL}
+        failed |= run(PYTHON, "-m", "pytest", *marks, *args, env=mysql_env) != 0
     else:
         say(
             f"No MySQL/MariaDB answers at {MYSQL_TEST_URL.split('@')[-1]}: ran SQLite only. "

@@ -1,5 +1,7 @@
 """A process runs the pushed config, or leaves the work that needs it pending: nothing is lost."""
 
+import os
+
 import pytest
 from django.core import mail
 from django.core.management import call_command
@@ -66,16 +68,18 @@ def redis_broker(settings):
 
     from segflow_project.celery import app
 
-    queue = redis.Redis.from_url("redis://127.0.0.1:6379/12")
+    server = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0]
+    queue = redis.Redis.from_url(f"{server}/12")
     queue.flushdb()
     settings.SEGFLOW_TASKS_INLINE = False
     broker = app.conf.broker_url
-    app.conf.broker_url = "redis://127.0.0.1:6379/12"
+    app.conf.broker_url = f"{server}/12"
     yield queue
     app.conf.broker_url = broker
     queue.flushdb()
 
 
+@pytest.mark.redis
 def test_the_sweep_hands_out_lost_work_once_per_delay_not_every_tick(
     write_config, pushed, clock, settings, redis_broker
 ):
@@ -100,6 +104,7 @@ def test_the_sweep_hands_out_lost_work_once_per_delay_not_every_tick(
     assert redis_broker.llen("celery") == 4
 
 
+@pytest.mark.redis
 def test_a_cursor_started_by_a_write_is_not_handed_out_again_by_the_next_tick(
     write_config, pushed, clock, redis_broker
 ):

@@ -16,7 +16,7 @@ from segflow.client import Client
 
 from .deployment import Deployment
 
-pytestmark = pytest.mark.mysql_only
+pytestmark = [pytest.mark.mysql_only, pytest.mark.redis]
 
 USERS = 2000
 
