@@ -208,7 +208,7 @@ def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
 def history_of(cursor: Cursor) -> list[RecordedStep]:
     return [
         RecordedStep(kind=s.kind, args=s.args, result=s.result, user_snapshot=s.user_snapshot)
-        for s in cursor.steps.order_by("index")
+        for s in cursor.steps.all()  # in step order (CursorStep.Meta.ordering); may be prefetched
     ]
 
 

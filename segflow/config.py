@@ -659,12 +659,6 @@ def set_config(config: Config | None) -> None:
         _current = config
 
 
-def reload_config() -> Config:
-    config = load_config(_configured_location())
-    set_config(config)
-    return config
-
-
 def _configured_location() -> str:
     from django.conf import settings
 

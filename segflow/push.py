@@ -300,7 +300,8 @@ def _check_in_flight(
         definition = config.campaigns[row.name]
         clean = diverged = 0
         active = Cursor.objects.filter(campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0)
-        for cursor in active.select_related("campaign").iterator(chunk_size=500):
+        cursors = active.select_related("campaign").prefetch_related("steps")
+        for cursor in cursors.iterator(chunk_size=500):
             reason = campaigns.replay_check(cursor, definition)
             if reason is None:
                 clean += 1

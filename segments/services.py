@@ -197,9 +197,13 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> Refr
     created_at = connection.ops.adapt_datetimefield_value(now)
     answer = f"segflow_answer_{row.pk}"
     mysql = connection.vendor == "mysql"
+    drop = (
+        f"DROP TEMPORARY TABLE IF EXISTS {answer}"
+        if mysql
+        else f"DROP TABLE IF EXISTS temp.{answer}"
+    )
     with connection.cursor() as cursor:
-        cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {answer}" if mysql
-                       else f"DROP TABLE IF EXISTS temp.{answer}")
+        cursor.execute(drop)
         cursor.execute(
             f"CREATE TEMPORARY TABLE {answer} (id VARCHAR(255) "
             + ("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if mysql else "")
@@ -226,8 +230,7 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> Refr
             )
             entered = cursor.rowcount
         finally:
-            cursor.execute(f"DROP TEMPORARY TABLE IF EXISTS {answer}" if mysql
-                           else f"DROP TABLE IF EXISTS temp.{answer}")
+            cursor.execute(drop)
     Segment.objects.filter(pk=row.pk).update(refreshed_at=now)
     return RefreshCount(entered=max(entered, 0), left=max(left, 0))
 

@@ -3,7 +3,6 @@ workers and the scheduler inside it, on a SQLite file. Driven from outside, with
 
 import json
 import os
-import socket
 import sqlite3
 import subprocess
 import sys
@@ -15,13 +14,9 @@ import pytest
 
 from segflow.client import Client
 
+from .deployment import free_port
+
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture
