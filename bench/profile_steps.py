@@ -3,6 +3,7 @@
 their emails in one process, on MariaDB, without Celery in between.
 
     .venv/bin/pip install pyinstrument && .venv/bin/python bench/profile_steps.py [--users 1000]
+    .venv/bin/python bench/profile_steps.py --cprofile   # the standard library's profiler
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from harness import ROOT
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--users", type=int, default=1000)
+    parser.add_argument("--cprofile", action="store_true", help="time per function, not a tree")
     args = parser.parse_args()
     database = f"segflow_profile_{os.getpid()}"
     server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
@@ -39,7 +41,6 @@ def main() -> None:
 
         django.setup()
         from django.core.management import call_command
-        from pyinstrument import Profiler
 
         from segflow import pipeline
         from segflow.config import set_config, validate_config
@@ -70,14 +71,27 @@ def main() -> None:
         )
         set_config(config)
         push(config)
-        profiler = Profiler()
         started = time.monotonic()
-        with profiler:
-            pipeline.run_due_cursors()  # inline: advance, then deliver, for every cursor
+        if args.cprofile:
+            import cProfile
+            import pstats
+
+            with cProfile.Profile() as profiler:
+                pipeline.run_due_cursors()  # inline: advance, then deliver, for every cursor
+        else:
+            from pyinstrument import Profiler
+
+            profiler = Profiler()
+            with profiler:
+                pipeline.run_due_cursors()
         elapsed = time.monotonic() - started
         sent = OutboxEmail.objects.filter(status="sent").count()
         print(f"{sent} emails in {elapsed:.1f} s in one process: {sent / elapsed:.0f} emails/s")
-        print(profiler.output_text(unicode=False, color=False, show_all=False))
+        if args.cprofile:
+            ours = r"segflow|campaigns|segments|templates|delivery|transactions"
+            pstats.Stats(profiler).sort_stats("cumulative").print_stats(ours, 40)
+        else:
+            print(profiler.output_text(unicode=False, color=False))
     finally:
         server.cursor().execute(f"DROP DATABASE IF EXISTS {database}")
 

@@ -11,21 +11,34 @@ def normalize_address(address: str) -> str:
 
 def block_reason(user_id: str, address: str, *, campaign: bool) -> str:
     """Why no email may go to `address` (of user `user_id`) now, or "" if it may."""
-    suppression = Suppression.objects.filter(address=normalize_address(address)).first()
-    if suppression is not None:
-        detail = f": {suppression.detail}" if suppression.detail else ""
-        return (
-            f"{address} is suppressed since {suppression.created_at:%Y-%m-%d %H:%M} UTC "
-            f"({suppression.get_reason_display()}{detail}); no email goes to it"
-        )
+    return block_reasons([(user_id, address)], campaign=campaign).get(user_id, "")
+
+
+def block_reasons(recipients: list[tuple[str, str]], *, campaign: bool) -> dict[str, str]:
+    """For many (user id, address) pairs at once, in two queries: why no email may go to each
+    user whose address or user is blocked. Users who may be emailed are not in the answer."""
+    by_address: dict[str, list[tuple[str, str]]] = {}
+    for user_id, address in recipients:
+        if normalize_address(address):
+            by_address.setdefault(normalize_address(address), []).append((user_id, address))
+    reasons: dict[str, str] = {}
     if campaign:
-        unsubscribed = Unsubscription.objects.filter(user_id=user_id).first()
-        if unsubscribed is not None:
-            return (
+        for unsubscribed in Unsubscription.objects.filter(
+            user_id__in=[user_id for user_id, _ in recipients]
+        ):
+            reasons[unsubscribed.user_id] = (
                 f"the user unsubscribed on {unsubscribed.created_at:%Y-%m-%d %H:%M} UTC; "
                 "campaigns no longer email them"
             )
-    return ""
+    for suppression in Suppression.objects.filter(address__in=list(by_address)):
+        detail = f": {suppression.detail}" if suppression.detail else ""
+        for user_id, address in by_address[suppression.address]:
+            reasons[user_id] = (
+                f"{address} is suppressed since "
+                f"{suppression.created_at:%Y-%m-%d %H:%M} UTC "
+                f"({suppression.get_reason_display()}{detail}); no email goes to it"
+            )
+    return reasons
 
 
 def suppress(

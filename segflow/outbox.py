@@ -22,17 +22,19 @@ opened ...) reconciles it to `sent`. So a crash can lose an email, never send on
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from anymail.exceptions import AnymailError
 from anymail.message import AnymailMessage
 from django.conf import settings
-from django.db import IntegrityError, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F, Q
 from django.utils import timezone
 
 from delivery.policy import block_reason as policy_block_reason
+from delivery.policy import block_reasons as policy_block_reasons
 from delivery.policy import suppress
 from delivery.tracking import OUTBOX_ID_METADATA
 from delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_url
@@ -98,7 +100,65 @@ def queue_email(
     existing = OutboxEmail.objects.filter(key=origin.key).first()
     if existing is not None:
         return existing
+    if not block_reason and user.email:
+        block_reason = policy_block_reason(user.pk, user.email, campaign=origin.is_campaign)
+    row = _new_row(config, content, user, origin, block_reason)
+    try:
+        with transaction.atomic():
+            row.save(force_insert=True)
+    except IntegrityError:
+        # Another worker stored this origin's email first: theirs is the one.
+        return OutboxEmail.objects.get(key=origin.key)
+    _after_insert(row)
+    if row.status == OutboxEmail.Status.QUEUED:
+        from .dispatch import enqueue
 
+        transaction.on_commit(lambda: enqueue("deliver_emails", [row.pk]))
+    return row
+
+
+class OutboxWriter:
+    """Queues the campaign emails of a batch of cursors with few statements.
+
+    The rows the cursors already stored and the suppressions and unsubscriptions of their users
+    are read once, up front; the deliveries go out after commit as one task. The caller holds the
+    cursors' row locks, so no other worker stores emails for them meanwhile.
+    """
+
+    def __init__(self, config: Config, cursor_ids: list[int], users: list[User]) -> None:
+        self.config = config
+        self.existing = {
+            row.key: row for row in OutboxEmail.objects.filter(cursor_id__in=cursor_ids)
+        }
+        self.blocked = policy_block_reasons(
+            [(user.pk, user.email) for user in users], campaign=True
+        )
+        self.queued: list[int] = []
+
+    def queue(self, content: EmailContentDef, user: User, origin: EmailOrigin) -> OutboxEmail:
+        existing = self.existing.get(origin.key)
+        if existing is not None:
+            return existing
+        row = _new_row(self.config, content, user, origin, self.blocked.get(user.pk, ""))
+        row.save(force_insert=True)
+        _after_insert(row)
+        self.existing[origin.key] = row
+        if row.status == OutboxEmail.Status.QUEUED:
+            self.queued.append(row.pk)
+        return row
+
+    def deliver_after_commit(self) -> None:
+        if self.queued:
+            from .dispatch import enqueue
+
+            ids = list(self.queued)
+            transaction.on_commit(lambda: enqueue("deliver_emails", ids))
+
+
+def _new_row(
+    config: Config, content: EmailContentDef, user: User, origin: EmailOrigin, block_reason: str
+) -> OutboxEmail:
+    """The unsaved row for `origin`: rendered and queued, or skipped or failed with the reason."""
     now = timezone.now()
     row = OutboxEmail(
         key=origin.key,
@@ -115,45 +175,33 @@ def queue_email(
         created_at=now,
         updated_at=now,
     )
-    if not block_reason and not row.to_address:
-        block_reason = "the user has no email address (set the attribute `email`)"
-    block_reason = block_reason or policy_block_reason(
-        user.pk, row.to_address, campaign=origin.is_campaign
-    )
+    if not row.to_address:
+        block_reason = block_reason or "the user has no email address (set the attribute `email`)"
     if block_reason:
         row.status, row.reason = OutboxEmail.Status.SKIPPED, block_reason
-    else:
-        if origin.is_campaign:
-            row.unsubscribe_url = unsubscribe_url(user.pk, origin.key)
-        try:
-            rendered = render_email(
-                content,
-                config.base_dir,
-                user,
-                origin.event,
-                version=config.fingerprint,
-                unsubscribe_url=row.unsubscribe_url,
-            )
-        except RenderError as exc:
-            row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
-        else:
-            row.subject, row.html, row.text = rendered.subject, rendered.html, rendered.text
-
+        return row
+    if origin.is_campaign:
+        row.unsubscribe_url = unsubscribe_url(user.pk, origin.key)
     try:
-        with transaction.atomic():
-            row.save(force_insert=True)
-    except IntegrityError:
-        # Another worker stored this origin's email first: theirs is the one.
-        return OutboxEmail.objects.get(key=origin.key)
-
-    if row.status == OutboxEmail.Status.QUEUED:
-        from .dispatch import enqueue
-
-        transaction.on_commit(lambda: enqueue("deliver_email", row.pk))
+        rendered = render_email(
+            content,
+            config.base_dir,
+            user,
+            origin.event,
+            version=config.fingerprint,
+            unsubscribe_url=row.unsubscribe_url,
+        )
+    except RenderError as exc:
+        row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
     else:
+        row.subject, row.html, row.text = rendered.subject, rendered.html, rendered.text
+    return row
+
+
+def _after_insert(row: OutboxEmail) -> None:
+    if row.status != OutboxEmail.Status.QUEUED:
         log = logger.error if row.status == OutboxEmail.Status.FAILED else logger.info
         log("email %s not sent: %s", row.key, row.reason)
-    return row
 
 
 def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> AnymailMessage:
@@ -176,36 +224,83 @@ def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> Anymai
 
 def deliver_email(outbox_id: int, config: Config) -> str:
     """Hand a queued, due email to the provider once. Returns the row's status afterwards."""
+    return deliver_emails([outbox_id], config)[outbox_id]
+
+
+def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
+    """Hand queued, due emails to the provider, each at most once, over one connection.
+
+    Returns each row's status afterwards. The rows and the policy are read once for the batch;
+    each row is claimed just before its own send, so a sender that dies leaves at most the one
+    email it was sending in doubt, and every other row of its batch still queued.
+    """
     now = timezone.now()
-    claimed = (
-        OutboxEmail.objects.filter(pk=outbox_id, status=OutboxEmail.Status.QUEUED)
+    outcome: dict[int, str] = {}
+    rows = list(
+        OutboxEmail.objects.filter(pk__in=outbox_ids, status=OutboxEmail.Status.QUEUED)
         .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(status=OutboxEmail.Status.SENDING, attempts=F("attempts") + 1, updated_at=now)
+        .order_by("pk")
     )
-    if not claimed:
-        row = OutboxEmail.objects.filter(pk=outbox_id).only("status").first()
-        return row.status if row else "missing"
-
-    row = OutboxEmail.objects.get(pk=outbox_id)
-    # Bounces, complaints and unsubscribes that arrived since the row was queued still count.
-    reason = policy_block_reason(row.user_id, row.to_address, campaign=bool(row.campaign_name))
-    if reason:
-        return _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
-
+    # Bounces, complaints and unsubscribes that arrived since a row was queued still count.
+    blocked = {
+        campaign: policy_block_reasons(
+            [(row.user_id, row.to_address) for row in rows if bool(row.campaign_name) == campaign],
+            campaign=campaign,
+        )
+        for campaign in (True, False)
+    }
     definition = config.email_provider
     provider = provider_for(definition)
     settings_ = definition.settings if definition and provider.name == definition.name else {}
+    connection = None
+    try:
+        for row in rows:
+            if not _claim(row):
+                continue
+            reason = blocked[bool(row.campaign_name)].get(row.user_id)
+            if reason:
+                outcome[row.pk] = _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
+                continue
+            if connection is None:
+                try:
+                    connection = provider.connection(settings_)
+                    connection.open()
+                except Exception as exc:
+                    # A provider that cannot even be set up fails the row with its reason.
+                    connection = None
+                    outcome[row.pk] = _send_failed(row, provider, exc)
+                    continue
+            outcome[row.pk] = _send(row, definition, provider, settings_, connection)
+    finally:
+        if connection is not None:
+            connection.close()
+    for outbox_id in outbox_ids:
+        if outbox_id not in outcome:
+            row = OutboxEmail.objects.filter(pk=outbox_id).only("status").first()
+            outcome[outbox_id] = row.status if row else "missing"
+    return outcome
+
+
+def _claim(row: OutboxEmail) -> bool:
+    """Move the row from `queued` to `sending`; only one caller can win it."""
+    now = timezone.now()
+    claimed = (
+        OutboxEmail.objects.filter(pk=row.pk, status=OutboxEmail.Status.QUEUED)
+        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
+        .update(status=OutboxEmail.Status.SENDING, attempts=F("attempts") + 1, updated_at=now)
+    )
+    row.attempts += 1
+    return bool(claimed)
+
+
+def _send(row: OutboxEmail, definition, provider, settings_: dict, connection) -> str:
     message = build_message(row, definition)
     try:
-        # Inside the try: a provider that cannot even be set up fails the row with its reason.
         provider.prepare(message, settings_, campaign=bool(row.campaign_name))
-        message.connection = provider.connection(settings_)
+        message.connection = connection
         message.send()
     except Exception as exc:
-        if not isinstance(exc, AnymailError | OSError):
-            logger.exception("email %s: sending raised", row.key)  # a bug is worth a traceback
-        return _failed(row, provider.name, provider.classify(exc))
-
+        return _send_failed(row, provider, exc)
     status = getattr(message, "anymail_status", None)
     message_id = (getattr(status, "message_id", None) or "") if status else ""
     logger.info("email %s sent by %s (message %s)", row.key, provider.name, message_id or "-")
@@ -217,6 +312,12 @@ def deliver_email(outbox_id: int, config: Config) -> str:
         # A late answer after the sweep gave up on the row still wins: it was sent.
         from_statuses=(OutboxEmail.Status.SENDING, OutboxEmail.Status.UNKNOWN),
     )
+
+
+def _send_failed(row: OutboxEmail, provider, exc: Exception) -> str:
+    if not isinstance(exc, AnymailError | OSError):
+        logger.exception("email %s: sending raised", row.key)  # a bug is worth a traceback
+    return _failed(row, provider.name, provider.classify(exc))
 
 
 def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
@@ -283,8 +384,11 @@ def _finish(
     fields.setdefault("reason", "")
     if status != OutboxEmail.Status.QUEUED:
         fields.setdefault("next_attempt_at", None)
-    moved = OutboxEmail.objects.filter(pk=row.pk, status__in=from_statuses).update(
-        status=status, updated_at=timezone.now(), **fields
+    moved = _update_with_retries(
+        OutboxEmail.objects.filter(pk=row.pk, status__in=from_statuses),
+        status=status,
+        updated_at=timezone.now(),
+        **fields,
     )
     if not moved:
         current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
@@ -293,11 +397,33 @@ def _finish(
     return status
 
 
+def _update_with_retries(rows, attempts: int = 5, **fields) -> int:
+    """UPDATE `rows`, trying again after a deadlock or lock wait timeout.
+
+    Only for updates that are safe to repeat. Recording the provider's answer is one: if it were
+    lost to a deadlock, an email the provider took would sit in `sending` and end up `unknown`.
+    """
+    for attempt in range(1, attempts + 1):
+        try:
+            return rows.update(**fields)
+        except OperationalError:
+            if attempt == attempts or not connection.get_autocommit():
+                raise
+            logger.warning("outbox update hit a lock conflict; trying again (%s)", attempt)
+            time.sleep(0.05 * attempt)
+    return 0
+
+
 def mark_stale_sending(now: datetime) -> int:
     """Rows whose sender died mid-send become `unknown`, never sent again. Returns how many."""
     before = now - timedelta(seconds=settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS)
     stale = OutboxEmail.objects.filter(status=OutboxEmail.Status.SENDING, updated_at__lte=before)
-    count = stale.update(
+    # Read first, then update by primary key: a range UPDATE over the status index would lock
+    # index entries that senders finishing their rows need, and deadlock with them.
+    ids = list(stale.values_list("pk", flat=True)[:1000])
+    if not ids:
+        return 0
+    count = stale.filter(pk__in=ids).update(
         status=OutboxEmail.Status.UNKNOWN,
         reason=(
             f"still sending {settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS}s after it began: its "
@@ -350,7 +476,7 @@ def send_again(outbox_ids: list[int]) -> int:
     from .dispatch import enqueue
 
     for outbox_id in ids:
-        transaction.on_commit(lambda outbox_id=outbox_id: enqueue("deliver_email", outbox_id))
+        transaction.on_commit(lambda outbox_id=outbox_id: enqueue("deliver_emails", [outbox_id]))
     return len(ids)
 
 

@@ -24,7 +24,7 @@ from .config import Config, SegmentDef
 from .dispatch import enqueue
 from .live_config import is_live, sync_config
 from .models import Event, OutboxEmail, User
-from .outbox import deliver_email as deliver_outbox_email
+from .outbox import deliver_emails as deliver_outbox_emails
 from .outbox import due_retry_ids, mark_stale_sending
 
 logger = logging.getLogger(__name__)
@@ -53,7 +53,7 @@ def _evaluate_user(
             campaigns.reconcile_campaign(campaign, now, user_id=user.pk)
     new_cursors = campaigns.claim_new_cursors(user.pk, now)
     if new_cursors:
-        transaction.on_commit(lambda: [enqueue("advance_cursor", c) for c in new_cursors])
+        transaction.on_commit(lambda: enqueue("advance_cursors", new_cursors))
     if attributes:
         User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
 
@@ -88,12 +88,17 @@ def process_event(event_id: int) -> None:
         Event.objects.filter(pk=event_id).update(processed_at=now)
 
 
-def advance_cursor(cursor_id: int) -> str:
-    return campaigns.advance_cursor(cursor_id, sync_config())
+def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:
+    return campaigns.advance_cursors(cursor_ids, sync_config())
 
 
-def deliver_email(outbox_id: int) -> str:
-    return deliver_outbox_email(outbox_id, sync_config())
+def deliver_emails(outbox_ids: list[int]) -> dict[int, str]:
+    return deliver_outbox_emails(outbox_ids, sync_config())
+
+
+def in_batches(ids: list, size: int | None = None):
+    size = size or settings.SEGFLOW_BATCH_SIZE
+    return (ids[n : n + size] for n in range(0, len(ids), size))
 
 
 def refresh_segment(row: Segment, definition: SegmentDef, now: datetime):
@@ -120,13 +125,14 @@ def refresh_time_segment(segment_id: int) -> None:
 
 
 def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int = 20) -> int:
-    """Claim due cursors in batches and hand each to a worker. Returns how many were handed out."""
+    """Claim due cursors in batches and hand them to workers, SEGFLOW_BATCH_SIZE to a task.
+    Returns how many were handed out."""
     now = now or timezone.now()
     total = 0
     for _ in range(batches):
         ids = campaigns.claim_due_cursors(now, limit=batch)
-        for cursor_id in ids:
-            enqueue("advance_cursor", cursor_id)
+        for chunk in in_batches(ids):
+            enqueue("advance_cursors", chunk)
         total += len(ids)
         if len(ids) < batch:
             break
@@ -191,6 +197,6 @@ def sweep(now: datetime) -> int:
         enqueue("process_event", event_id)
     for user_id in users:
         enqueue("evaluate_user", user_id)
-    for outbox_id in emails:
-        enqueue("deliver_email", outbox_id)
+    for chunk in in_batches(emails):
+        enqueue("deliver_emails", chunk)
     return len(events) + len(users) + len(emails)

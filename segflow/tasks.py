@@ -25,14 +25,15 @@ def evaluate_user(user_id: str) -> None:
     pipeline.evaluate_user(user_id)
 
 
-@shared_task(name="segflow.advance_cursor", **RETRY)
-def advance_cursor(cursor_id: int) -> str:
-    return pipeline.advance_cursor(cursor_id)
+@shared_task(name="segflow.advance_cursors", **RETRY)
+def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:
+    return pipeline.advance_cursors(cursor_ids)
 
 
-@shared_task(name="segflow.deliver_email")
-def deliver_email(outbox_id: int) -> str:
-    return pipeline.deliver_email(outbox_id)
+# Not retried: a row that left `queued` is never sent again; the sweep picks up the rest.
+@shared_task(name="segflow.deliver_emails")
+def deliver_emails(outbox_ids: list[int]) -> dict[int, str]:
+    return pipeline.deliver_emails(outbox_ids)
 
 
 @shared_task(name="segflow.refresh_time_segment", **RETRY)

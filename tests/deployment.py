@@ -199,3 +199,24 @@ class Deployment:
                 if to and subject:
                     counts[(to[1].strip(), subject[1].strip())] += 1
         return counts
+
+    def report(self, prefix: str) -> str:
+        """Where the work of users `prefix-*` stands, and what the processes logged: for a
+        failing test's message."""
+        like = (prefix + "-%",)
+        questions = {
+            "outbox": "SELECT status, COUNT(*) FROM outbox WHERE user_id LIKE %s GROUP BY status",
+            "cursors": "SELECT status, step_count, COUNT(*) FROM campaigns_cursor "
+            "WHERE user_id LIKE %s GROUP BY status, step_count",
+            "unprocessed events": "SELECT COUNT(*) FROM events "
+            "WHERE processed_at IS NULL AND user_id LIKE %s",
+            "pending users": "SELECT COUNT(*) FROM users WHERE evaluation_pending AND id LIKE %s",
+            "unsent rows": "SELECT `key`, status, attempts, reason, created_at, updated_at, "
+            "swept_at FROM outbox WHERE status <> 'sent' AND user_id LIKE %s LIMIT 10",
+        }
+        lines = [f"{name}: {self.query(sql, like)}" for name, sql in questions.items()]
+        for log in sorted(self.tmp.glob("*.log")):
+            text = log.read_text(errors="replace")
+            if "ERROR" in text or "Traceback" in text or "WARNING" in text:
+                lines.append(f"--- {log.name} (last 4000 characters) ---\n{text[-4000:]}")
+        return "\n".join(lines)

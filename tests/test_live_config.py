@@ -119,7 +119,7 @@ def test_a_cursor_started_by_a_write_is_not_handed_out_again_by_the_next_tick(
     evaluate_user("dana")  # what the queued task does on a worker
     tick()
     queued = [json.loads(m)["headers"]["task"] for m in redis_broker.lrange("celery", 0, -1)]
-    assert queued.count("segflow.advance_cursor") == 1, queued
+    assert queued.count("segflow.advance_cursors") == 1, queued
 
 
 CAMPAIGN_CONFIG = """

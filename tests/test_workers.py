@@ -81,7 +81,9 @@ def wait_for_all(
         )[0][0]
         if done >= 3 * len(ids):
             return
-        assert time.monotonic() < deadline, f"only {done} of {3 * len(ids)} emails settled in time"
+        assert time.monotonic() < deadline, (
+            f"only {done} of {3 * len(ids)} emails settled in time\n{deployment.report(prefix)}"
+        )
         time.sleep(1)
 
 

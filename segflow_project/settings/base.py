@@ -123,6 +123,8 @@ SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = env.int("SEGFLOW_TIME_SEGMENT_REFRESH_SEC
 SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
 # A due cursor handed to a worker is handed out again after this long if its step has not run.
 SEGFLOW_CLAIM_LEASE_SECONDS = env.int("SEGFLOW_CLAIM_LEASE_SECONDS", default=300)
+# How many due cursors one task advances together, and how many emails one task delivers.
+SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 
 # Where `segflow_up` keeps the development admin password and API key it printed.
 SEGFLOW_DEV_CREDENTIALS_FILE = env.str(
