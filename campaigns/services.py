@@ -22,6 +22,7 @@ from segflow.config import CampaignDef, Config
 from segflow.models import OutboxEmail, User
 from segflow.outbox import EmailOrigin, OutboxWriter
 from segments.models import Segment
+from segments.services import IdRange, range_condition
 
 from .flow import (
     FlowDiverged,
@@ -49,7 +50,12 @@ class RunawayFlow(Exception):
 # The audience.
 
 
-def _audience_sql(campaign: Campaign, segment_ids: dict[str, int], user_id: str | None):
+def _audience_sql(
+    campaign: Campaign,
+    segment_ids: dict[str, int],
+    user_id: str | None,
+    id_range: IdRange | None = None,
+):
     include = [segment_ids[name] for name in campaign.segments]
     exclude = [segment_ids[name] for name in campaign.exclude_segments]
     sql = f"SELECT m.user_id FROM segment_memberships m WHERE m.segment_id IN ({_marks(include)})"
@@ -57,6 +63,10 @@ def _audience_sql(campaign: Campaign, segment_ids: dict[str, int], user_id: str 
     if user_id is not None:
         sql += " AND m.user_id = %s"
         params.append(user_id)
+    if id_range is not None:
+        in_range, range_params = range_condition("m.user_id", id_range)
+        sql += in_range
+        params += range_params
     if exclude:
         sql += (
             " AND NOT EXISTS (SELECT 1 FROM segment_memberships x WHERE x.user_id = m.user_id "
@@ -87,19 +97,25 @@ class AudienceChange:
 
 
 def reconcile_campaign(
-    campaign: Campaign, now: datetime, user_id: str | None = None
+    campaign: Campaign,
+    now: datetime,
+    user_id: str | None = None,
+    id_range: IdRange | None = None,
 ) -> AudienceChange:
     """Enter the audience's users who have no place in the campaign; in a dynamic campaign, end
     the cursors of users who left it and let finished ones back in later.
 
-    Everyone, or only `user_id`. New cursors are due at once; `run_new_cursors` starts them.
+    Everyone, only `user_id`, or the users in `id_range`. New cursors are due at once.
     """
     if not campaign.active:
         return AudienceChange(0, 0)
     segment_ids = _segment_ids()
-    audience, audience_params = _audience_sql(campaign, segment_ids, user_id)
+    audience, audience_params = _audience_sql(campaign, segment_ids, user_id, id_range)
     stamp = connection.ops.adapt_datetimefield_value(now)
     user_filter, user_params = (" AND user_id = %s", [user_id]) if user_id is not None else ("", [])
+    if id_range is not None:
+        in_range, range_params = range_condition("user_id", id_range)
+        user_filter, user_params = user_filter + in_range, user_params + range_params
     exited = 0
     with connection.cursor() as cursor:
         if campaign.behavior == Campaign.Behavior.DYNAMIC:

@@ -101,27 +101,51 @@ def in_batches(ids: list, size: int | None = None):
     return (ids[n : n + size] for n in range(0, len(ids), size))
 
 
-def refresh_segment(row: Segment, definition: SegmentDef, now: datetime):
-    """Re-evaluate a whole segment and bring the campaigns that use it up to date."""
-    count = segments.refresh_segment(row, definition, now)
+def refresh_segment(
+    row: Segment,
+    definition: SegmentDef,
+    now: datetime,
+    id_range: segments.IdRange | None = None,
+):
+    """Re-evaluate a whole segment (or the users in `id_range`) and bring the campaigns that use
+    it up to date for the same users."""
+    count = segments.refresh_segment(row, definition, now, id_range)
     changes = {
-        campaign.name: campaigns.reconcile_campaign(campaign, now)
+        campaign.name: campaigns.reconcile_campaign(campaign, now, id_range=id_range)
         for campaign in campaigns.campaigns_using({row.pk})
     }
     return count, changes
 
 
-def refresh_time_segment(segment_id: int) -> None:
-    """Re-evaluate one segment whose answer changes with time, claimed by the schedule."""
-    config, now = sync_config(), timezone.now()
+def _live_segment(segment_id: int) -> tuple[Segment, SegmentDef] | None:
+    config = sync_config()
     row = Segment.objects.filter(pk=segment_id).first()
     if row is None or not is_live(config):
-        return
+        return None
     definition = config.segments.get(row.name)
     if definition is None or definition.fingerprint != row.fingerprint:
+        return None
+    return row, definition
+
+
+def refresh_time_segment(segment_id: int) -> None:
+    """Re-evaluate one segment whose answer changes with time, claimed by the schedule: at once
+    if it has one range of users (SEGFLOW_SEGMENT_CHUNK_USERS), else one task per range."""
+    ranges = segments.user_id_ranges()
+    if len(ranges) > 1:
+        for low, high in ranges:
+            enqueue("refresh_segment_range", segment_id, low, high)
+        return
+    refresh_segment_range(segment_id, None, None)
+
+
+def refresh_segment_range(segment_id: int, low: str | None, high: str | None) -> None:
+    """Re-evaluate one segment for the users whose ids are in [low, high)."""
+    live = _live_segment(segment_id)
+    if live is None:
         return
     with transaction.atomic():
-        refresh_segment(row, definition, now)
+        refresh_segment(*live, timezone.now(), (low, high))
 
 
 def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int = 20) -> int:

@@ -41,6 +41,11 @@ def refresh_time_segment(segment_id: int) -> None:
     pipeline.refresh_time_segment(segment_id)
 
 
+@shared_task(name="segflow.refresh_segment_range", **RETRY)
+def refresh_segment_range(segment_id: int, low: str | None, high: str | None) -> None:
+    pipeline.refresh_segment_range(segment_id, low, high)
+
+
 @shared_task(name="segflow.run_due_cursors")
 def run_due_cursors() -> int:
     return pipeline.run_due_cursors()

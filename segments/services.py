@@ -12,6 +12,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
+from django.conf import settings
 from django.db import connection
 from django.db.models import QuerySet
 from django.utils import timezone
@@ -186,13 +187,57 @@ class RefreshCount:
     left: int
 
 
-def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> RefreshCount:
-    """Re-evaluate the segment for all users, in the database: no user id passes through Python.
+# A range of user ids: from the first, included, to the second, excluded; None is open.
+IdRange = tuple[str | None, str | None]
 
-    The query runs once, into a temporary table keyed by user id; leavers and newcomers are then
-    anti-joins against it. (Correlating the query itself per member made the database run an
-    aggregate segment once per member.)
+
+def user_id_ranges(size: int | None = None) -> list[IdRange]:
+    """The user id space cut into consecutive ranges of about `size` users each, in id order.
+
+    The ends are open, so the ranges cover every user, including users created after this ran.
     """
+    size = size or settings.SEGFLOW_SEGMENT_CHUNK_USERS
+    ranges: list[IdRange] = []
+    low = None
+    while True:
+        users = User.objects.order_by("pk")
+        if low is not None:
+            users = users.filter(pk__gte=low)
+        high = users.values_list("pk", flat=True)[size : size + 1].first()
+        ranges.append((low, high))
+        if high is None:
+            return ranges
+        low = high
+
+
+def range_condition(column: str, id_range: IdRange) -> tuple[str, list]:
+    """SQL (starting with AND) keeping `column` within `id_range`, and its parameters."""
+    low, high = id_range
+    sql, params = "", []
+    if low is not None:
+        sql, params = f" AND {column} >= %s", [low]
+    if high is not None:
+        sql, params = sql + f" AND {column} < %s", [*params, high]
+    return sql, params
+
+
+def refresh_segment(
+    row: Segment, definition: SegmentDef, now: datetime, id_range: IdRange | None = None
+) -> RefreshCount:
+    """Re-evaluate the segment for all users (or those in `id_range`), in the database: no user
+    id passes through Python. All users are done range by range (SEGFLOW_SEGMENT_CHUNK_USERS),
+    so no statement locks or holds more than one range's memberships at once.
+    """
+    if id_range is None:
+        entered = left = 0
+        for each in user_id_ranges():
+            count = refresh_segment(row, definition, now, each)
+            entered, left = entered + count.entered, left + count.left
+        return RefreshCount(entered=entered, left=left)
+
+    # The query runs once per range into a temporary table keyed by user id; leavers and
+    # newcomers are then anti-joins against it. (Correlating the query itself per member made
+    # the database run an aggregate segment once per member.)
     query = segment_query(definition, now)
     created_at = connection.ops.adapt_datetimefield_value(now)
     answer = f"segflow_answer_{row.pk}"
@@ -202,6 +247,9 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> Refr
         if mysql
         else f"DROP TABLE IF EXISTS temp.{answer}"
     )
+    in_range_q, q_params = range_condition("q.id", id_range)
+    in_range_m, m_params = range_condition("user_id", id_range)
+    in_range_u, u_params = range_condition("u.id", id_range)
     with connection.cursor() as cursor:
         cursor.execute(drop)
         cursor.execute(
@@ -212,21 +260,21 @@ def refresh_segment(row: Segment, definition: SegmentDef, now: datetime) -> Refr
         try:
             cursor.execute(
                 f"{'INSERT IGNORE' if mysql else 'INSERT OR IGNORE'} INTO {answer} (id) "
-                f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL",
-                query.params,
+                f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL{in_range_q}",
+                [*query.params, *q_params],
             )
             cursor.execute(
-                "DELETE FROM segment_memberships WHERE segment_id = %s "
+                f"DELETE FROM segment_memberships WHERE segment_id = %s{in_range_m} "
                 f"AND user_id NOT IN (SELECT id FROM {answer})",
-                [row.pk],
+                [row.pk, *m_params],
             )
             left = cursor.rowcount
             cursor.execute(
                 "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
                 f"SELECT %s, u.id, %s FROM {answer} a JOIN users u ON u.id = a.id "
-                "WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
-                "WHERE m.segment_id = %s AND m.user_id = u.id)",
-                [row.pk, created_at, row.pk],
+                f"WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
+                f"WHERE m.segment_id = %s AND m.user_id = u.id){in_range_u}",
+                [row.pk, created_at, row.pk, *u_params],
             )
             entered = cursor.rowcount
         finally:

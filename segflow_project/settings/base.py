@@ -125,6 +125,8 @@ SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
 SEGFLOW_CLAIM_LEASE_SECONDS = env.int("SEGFLOW_CLAIM_LEASE_SECONDS", default=300)
 # How many due cursors one task advances together, and how many emails one task delivers.
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
+# A whole segment is re-evaluated this many users at a time (one task each for a time-based one).
+SEGFLOW_SEGMENT_CHUNK_USERS = env.int("SEGFLOW_SEGMENT_CHUNK_USERS", default=100_000)
 
 # Where `segflow_up` keeps the development admin password and API key it printed.
 SEGFLOW_DEV_CREDENTIALS_FILE = env.str(
