@@ -6,7 +6,7 @@ keeps up. gunicorn, two Celery workers and beat over Redis, on MariaDB.
 
 Runs with 3 and with 30 segments defined (half attribute segments, half event segments), with one
 client and with 16 concurrent clients, each sending `POST /api/users/{id}/events` for existing
-users as fast as it can.
+users as fast as it can; then 16 clients sending `POST /api/events` with --batch events each.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ def config(segments: int) -> str:
     return 'config = {\n    "segments": {\n' + "\n".join(lines) + "\n    },\n}\n"
 
 
-def run(deployment: Deployment, client, clients: int, seconds: float) -> None:
+def run(deployment: Deployment, client, clients: int, seconds: float, batch: int = 1) -> None:
     latencies: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -43,9 +43,15 @@ def run(deployment: Deployment, client, clients: int, seconds: float) -> None:
         i = 0
         while time.monotonic() < stop:
             started = time.monotonic()
-            client.emit(f"user-{(n * 7919 + i) % 1000}", "purchase", {"amount": 5})
+            if batch == 1:
+                client.emit(f"user-{(n * 7919 + i) % 1000}", "purchase", {"amount": 5})
+            else:
+                client.emit_many(
+                    {"user_id": f"user-{(n * 7919 + i + k) % 1000}", "name": "purchase"}
+                    for k in range(batch)
+                )
             mine.append(time.monotonic() - started)
-            i += 1
+            i += batch
         with lock:
             latencies.extend(mine)
 
@@ -62,9 +68,10 @@ def run(deployment: Deployment, client, clients: int, seconds: float) -> None:
         time.sleep(0.2)
     backlog = time.monotonic() - drained_at
     sent = deployment.query("SELECT COUNT(*) FROM events")[0][0] - before
+    how = f"{clients:>2} client(s)" + (f", {batch} events a request" if batch > 1 else "")
     print(
-        f"  {clients:>2} client(s): {sent / elapsed:7.0f} events/s accepted ({summary(latencies)});"
-        f" all processed {backlog:.1f} s after the last was accepted",
+        f"  {how}: {sent / elapsed:7.0f} events/s accepted (request latency "
+        f"{summary(latencies)}); all processed {backlog:.1f} s after the last was accepted",
         flush=True,
     )
 
@@ -72,6 +79,7 @@ def run(deployment: Deployment, client, clients: int, seconds: float) -> None:
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=15)
+    parser.add_argument("--batch", type=int, default=100, help="events per POST /api/events")
     args = parser.parse_args()
     for segments in (3, 30):
         deployment = Deployment(scratch_dir(), config(segments))
@@ -83,6 +91,7 @@ def main() -> None:
             print(f"{segments} segments:", flush=True)
             for clients in (1, 16):
                 run(deployment, client, clients, args.seconds)
+            run(deployment, client, 16, args.seconds, batch=args.batch)
         finally:
             deployment.down()
 

@@ -16,6 +16,7 @@ import json
 import urllib.error
 import urllib.parse
 import urllib.request
+from collections.abc import Iterable
 from datetime import UTC, date, datetime
 from typing import Any
 
@@ -135,6 +136,11 @@ class Client:
         if attributes is not None:
             body["attributes"] = attributes
         return self._request("POST", _user_path(user_id) + "/events", body)
+
+    def emit_many(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Record many events in one request, all of them or none: each a dict with `user_id`,
+        `name` and optionally `attributes` (at most 500 a call by default). Returns the events."""
+        return self._request("POST", "/api/events", {"events": list(events)})["events"]
 
     def list_events(self, user_id: str, page: int = 1, page_size: int = 50) -> dict[str, Any]:
         """One page of the user's events, newest first: {"count", "next", "previous",

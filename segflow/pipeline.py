@@ -70,9 +70,16 @@ def evaluate_user(user_id: str) -> None:
         _evaluate_user(user, config, now, attributes=True, events=False)
 
 
-def process_event(event_id: int) -> None:
+def process_events(event_ids: list[int]) -> None:
+    """Process a batch of events, in order, each in a transaction of its own."""
+    config = sync_config()
+    for event_id in event_ids:
+        process_event(event_id, config)
+
+
+def process_event(event_id: int, config: Config | None = None) -> None:
     """After an event: its transactional emails, the user's event segments, their campaigns."""
-    config, now = sync_config(), timezone.now()
+    config, now = config or sync_config(), timezone.now()
     if not is_live(config):
         return  # left pending: the schedule hands it out again
     user_id = Event.objects.filter(pk=event_id).values_list("user_id", flat=True).first()
@@ -217,8 +224,8 @@ def sweep(now: datetime) -> int:
     Event.objects.filter(pk__in=events).update(swept_at=now)
     User.objects.filter(pk__in=users).update(swept_at=now)
     OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
-    for event_id in events:
-        enqueue("process_event", event_id)
+    for chunk in in_batches(events):
+        enqueue("process_events", chunk)
     for user_id in users:
         enqueue("evaluate_user", user_id)
     for chunk in in_batches(emails):

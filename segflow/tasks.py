@@ -15,9 +15,9 @@ RETRY = {
 }
 
 
-@shared_task(name="segflow.process_event", **RETRY)
-def process_event(event_id: int) -> None:
-    pipeline.process_event(event_id)
+@shared_task(name="segflow.process_events", **RETRY)
+def process_events(event_ids: list[int]) -> None:
+    pipeline.process_events(event_ids)
 
 
 @shared_task(name="segflow.evaluate_user", **RETRY)

@@ -5,7 +5,8 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, transaction
+from django.conf import settings
+from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
@@ -93,5 +94,34 @@ def record_event(user_id: str, name: str, attributes: dict[str, Any]) -> Event:
             user_id=user_id, name=name, attributes=attributes, created_at=now
         )
         event_id = event.pk
-        transaction.on_commit(lambda: enqueue("process_event", event_id))
+        transaction.on_commit(lambda: enqueue("process_events", [event_id]))
     return event
+
+
+def record_events(events: list[tuple[str, str, dict[str, Any]]]) -> list[Event]:
+    """Store many (user id, name, attributes) events at once, all or none, creating unknown
+    users; they are processed after commit, SEGFLOW_BATCH_SIZE to a task, in the given order."""
+    now = timezone.now()
+    with transaction.atomic():
+        User.objects.bulk_create(
+            [
+                User(id=user_id, attributes={}, created_at=now, updated_at=now)
+                for user_id in dict.fromkeys(user_id for user_id, _, _ in events)
+            ],
+            ignore_conflicts=True,
+        )
+        rows = [
+            Event(user_id=user_id, name=name, attributes=attributes, created_at=now)
+            for user_id, name, attributes in events
+        ]
+        if connection.features.can_return_rows_from_bulk_insert:
+            Event.objects.bulk_create(rows)
+        else:  # (MySQL gives no ids back from a multi-row insert)
+            for row in rows:
+                row.save(force_insert=True)
+        ids = [row.pk for row in rows]
+        size = settings.SEGFLOW_BATCH_SIZE
+        for start in range(0, len(ids), size):
+            chunk = ids[start : start + size]
+            transaction.on_commit(lambda chunk=chunk: enqueue("process_events", chunk))
+    return rows

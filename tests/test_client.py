@@ -212,6 +212,25 @@ def test_values_json_cannot_carry_are_refused_before_sending(client):
 # Events
 
 
+def test_emit_many_records_a_batch_or_nothing(client):
+    events = client.emit_many(
+        [
+            {"user_id": "a", "name": "login"},
+            {"user_id": "b", "name": "purchase", "attributes": {"amount": 5}},
+        ]
+    )
+    assert [(e["user_id"], e["name"], e["attributes"]) for e in events] == [
+        ("a", "login", {}),
+        ("b", "purchase", {"amount": 5}),
+    ]
+    with pytest.raises(SegflowError) as caught:
+        client.emit_many([{"user_id": "c", "name": "login"}, {"user_id": "c", "name": ""}])
+    assert caught.value.status == 400
+    assert caught.value.message == "events[1].name: must not be empty"
+    with pytest.raises(SegflowNotFound):
+        client.get_user("c")
+
+
 def test_emit_creates_the_user_and_returns_the_event(client):
     event = client.emit("user123", "purchase", {"orderId": "ord_123", "amount": 99.99})
     assert event["user_id"] == "user123"

@@ -11,15 +11,22 @@ MAX_ID_LENGTH = 255
 MAX_ATTRIBUTE_DEPTH = 16
 
 
-def body_object(data: Any, allowed: set[str], required: set[str] = frozenset()) -> dict:
+def body_object(
+    data: Any, allowed: set[str], required: set[str] = frozenset(), field: str = ""
+) -> dict:
+    """`data` as a JSON object with only `allowed` keys and all `required` ones; `field` names
+    where it sits in the body (nothing for the body itself)."""
     if not isinstance(data, dict):
-        raise InvalidInput("body", f"must be a JSON object, got {_json_type(data)}")
+        raise InvalidInput(field or "body", f"must be a JSON object, got {_json_type(data)}")
+    prefix = f"{field}." if field else ""
     unknown = sorted(set(data) - allowed)
     if unknown:
-        raise InvalidInput(unknown[0], f"unknown field; expected {', '.join(sorted(allowed))}")
+        raise InvalidInput(
+            prefix + unknown[0], f"unknown field; expected {', '.join(sorted(allowed))}"
+        )
     for name in sorted(required):
         if name not in data:
-            raise InvalidInput(name, "this field is required")
+            raise InvalidInput(prefix + name, "this field is required")
     return data
 
 

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -86,6 +87,37 @@ class UserEventsView(APIView):
         attributes = validation.attributes(body.get("attributes", {}))
         event = user_service.record_event(user_id, name, attributes)
         return Response(event_representation(event), status=status.HTTP_201_CREATED)
+
+
+class EventsView(APIView):
+    """/api/events: record a batch of events for any users (POST), all of them or none."""
+
+    def post(self, request):
+        body = validation.body_object(request.data, {"events"}, {"events"})
+        items = body["events"]
+        limit = settings.SEGFLOW_MAX_EVENTS_PER_REQUEST
+        if not isinstance(items, list) or not items:
+            raise InvalidInput("events", "must be a non-empty JSON array of events")
+        if len(items) > limit:
+            raise InvalidInput("events", f"must hold at most {limit} events, got {len(items)}")
+        events = []
+        for n, item in enumerate(items):
+            field = f"events[{n}]"
+            item = validation.body_object(
+                item, {"user_id", "name", "attributes"}, {"user_id", "name"}, field=field
+            )
+            events.append(
+                (
+                    validation.identifier(item["user_id"], f"{field}.user_id"),
+                    validation.identifier(item["name"], f"{field}.name"),
+                    validation.attributes(item.get("attributes", {}), f"{field}.attributes"),
+                )
+            )
+        recorded = user_service.record_events(events)
+        return Response(
+            {"events": [event_representation(e) for e in recorded]},
+            status=status.HTTP_201_CREATED,
+        )
 
 
 class EmptyIdView(APIView):

@@ -113,6 +113,8 @@ REST_FRAMEWORK = {
 SEGFLOW_CONFIG = env.str("SEGFLOW_CONFIG", default=str(BASE_DIR / "examples" / "segflow_config.py"))
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
+# Most events one POST /api/events may carry.
+SEGFLOW_MAX_EVENTS_PER_REQUEST = env.int("SEGFLOW_MAX_EVENTS_PER_REQUEST", default=500)
 # Django refuses larger bodies before segflow sees them; keep its limit out of segflow's way.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(SEGFLOW_MAX_BODY_BYTES + 1024, 2_621_440)
 # How often the embedded ticker runs due work, in seconds.
