@@ -164,12 +164,12 @@ def campaigns_using(segment_ids: set[int]) -> list[Campaign]:
     ]
 
 
-def claim_new_cursors(user_id: str, now: datetime) -> list[int]:
-    """Claim the user's cursors that have not run a step yet and nobody holds, to start them now
+def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
+    """Claim the users' cursors that have not run a step yet and nobody holds, to start them now
     (claimed, so the schedule's next tick does not hand them out a second time)."""
     unclaimed = Cursor.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        user_id=user_id,
+        user_id__in=user_ids,
         status=Cursor.Status.ACTIVE,
         step_count=0,
     )

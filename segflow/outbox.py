@@ -30,7 +30,7 @@ from anymail.exceptions import AnymailError
 from anymail.message import AnymailMessage
 from django.conf import settings
 from django.db import IntegrityError, OperationalError, connection, transaction
-from django.db.models import F, Q
+from django.db.models import Q
 from django.utils import timezone
 
 from delivery.policy import block_reason as policy_block_reason
@@ -283,11 +283,14 @@ def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
 
 def _claim(row: OutboxEmail) -> bool:
     """Move the row from `queued` to `sending`; only one caller can win it."""
-    now = timezone.now()
-    claimed = (
-        OutboxEmail.objects.filter(pk=row.pk, status=OutboxEmail.Status.QUEUED)
-        .filter(Q(next_attempt_at__isnull=True) | Q(next_attempt_at__lte=now))
-        .update(status=OutboxEmail.Status.SENDING, attempts=F("attempts") + 1, updated_at=now)
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    claimed = _update_row(
+        row.pk,
+        "status = %s, attempts = attempts + 1, updated_at = %s",
+        [OutboxEmail.Status.SENDING, now],
+        from_statuses=(OutboxEmail.Status.QUEUED,),
+        condition=" AND (next_attempt_at IS NULL OR next_attempt_at <= %s)",
+        condition_params=[now],
     )
     row.attempts += 1
     return bool(claimed)
@@ -384,11 +387,15 @@ def _finish(
     fields.setdefault("reason", "")
     if status != OutboxEmail.Status.QUEUED:
         fields.setdefault("next_attempt_at", None)
-    moved = _update_with_retries(
-        OutboxEmail.objects.filter(pk=row.pk, status__in=from_statuses),
-        status=status,
-        updated_at=timezone.now(),
-        **fields,
+    fields.update(status=status, updated_at=timezone.now())
+    columns = [OutboxEmail._meta.get_field(name) for name in fields]
+    moved = _with_retries(
+        lambda: _update_row(
+            row.pk,
+            ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns),
+            [f.get_db_prep_save(fields[f.name], connection) for f in columns],
+            from_statuses=from_statuses,
+        )
     )
     if not moved:
         current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
@@ -397,15 +404,39 @@ def _finish(
     return status
 
 
-def _update_with_retries(rows, attempts: int = 5, **fields) -> int:
-    """UPDATE `rows`, trying again after a deadlock or lock wait timeout.
+def _update_row(
+    pk: int,
+    assignments: str,
+    params: list,
+    *,
+    from_statuses: tuple[str, ...],
+    condition: str = "",
+    condition_params: tuple | list = (),
+) -> int:
+    """UPDATE one outbox row, if its status is one of `from_statuses`; returns 1 if it was.
+
+    Every email runs this twice (its claim and its outcome), so the statement is written out:
+    building it through the ORM cost more than the database took to run it.
+    """
+    marks = ", ".join(["%s"] * len(from_statuses))
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"UPDATE {connection.ops.quote_name(OutboxEmail._meta.db_table)} SET {assignments} "
+            f"WHERE id = %s AND status IN ({marks}){condition}",
+            [*params, pk, *from_statuses, *condition_params],
+        )
+        return cursor.rowcount
+
+
+def _with_retries(update, attempts: int = 5) -> int:
+    """Run `update`, trying again after a deadlock or lock wait timeout.
 
     Only for updates that are safe to repeat. Recording the provider's answer is one: if it were
     lost to a deadlock, an email the provider took would sit in `sending` and end up `unknown`.
     """
     for attempt in range(1, attempts + 1):
         try:
-            return rows.update(**fields)
+            return update()
         except OperationalError:
             if attempt == attempts or not connection.get_autocommit():
                 raise

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -39,23 +39,26 @@ def pushed_segments(config: Config) -> list[tuple[Segment, SegmentDef]]:
     ]
 
 
-def _evaluate_user(
-    user: User, config: Config, now: datetime, *, attributes: bool, events: bool
+def _evaluate_users(
+    users: list[User], config: Config, now: datetime, *, attributes: bool, events: bool
 ) -> None:
+    """Re-evaluate the users' segments that read their attributes and/or their events, then
+    their campaigns; a few statements for all of them."""
     chosen = [
         (row, d)
         for row, d in pushed_segments(config)
         if (attributes and row.reads_users) or (events and row.reads_events)
     ]
-    change = segments.evaluate_user(user.pk, chosen, now)
-    if change:
+    changes = segments.evaluate_users([user.pk for user in users], chosen, now)
+    for user_id, change in changes.items():
         for campaign in campaigns.campaigns_using(change.segment_ids):
-            campaigns.reconcile_campaign(campaign, now, user_id=user.pk)
-    new_cursors = campaigns.claim_new_cursors(user.pk, now)
-    if new_cursors:
-        transaction.on_commit(lambda: enqueue("advance_cursors", new_cursors))
+            campaigns.reconcile_campaign(campaign, now, user_id=user_id)
+    new_cursors = campaigns.claim_new_cursors([user.pk for user in users], now)
+    for chunk in in_batches(new_cursors):
+        transaction.on_commit(lambda chunk=chunk: enqueue("advance_cursors", chunk))
     if attributes:
-        User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
+        for user in users:
+            User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
 
 
 def evaluate_user(user_id: str) -> None:
@@ -67,32 +70,67 @@ def evaluate_user(user_id: str) -> None:
         user = User.objects.select_for_update().filter(pk=user_id).first()
         if user is None or not user.evaluation_pending:
             return
-        _evaluate_user(user, config, now, attributes=True, events=False)
+        _evaluate_users([user], config, now, attributes=True, events=False)
 
 
 def process_events(event_ids: list[int]) -> None:
-    """Process a batch of events, in order, each in a transaction of its own."""
+    """After events: their transactional emails, then the users' event segments and campaigns.
+
+    A batch is one transaction, its users locked in id order, with a few statements for all of
+    its events. If it fails, its events are processed one by one, so one bad event holds up
+    only itself.
+    """
     config = sync_config()
-    for event_id in event_ids:
-        process_event(event_id, config)
+    if not is_live(config):
+        return  # left pending: the schedule hands them out again
+    try:
+        with transaction.atomic():
+            _process_events(event_ids, config, timezone.now())
+    except OperationalError:
+        raise  # a lock conflict: the task tries the batch again
+    except Exception:
+        if len(event_ids) == 1:
+            raise
+        logger.exception("a batch of %s events failed; processing them one by one", len(event_ids))
+        for event_id in event_ids:
+            process_event(event_id, config)
 
 
 def process_event(event_id: int, config: Config | None = None) -> None:
     """After an event: its transactional emails, the user's event segments, their campaigns."""
-    config, now = config or sync_config(), timezone.now()
+    config = config or sync_config()
     if not is_live(config):
         return  # left pending: the schedule hands it out again
-    user_id = Event.objects.filter(pk=event_id).values_list("user_id", flat=True).first()
-    if user_id is None:
-        return
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(pk=user_id).first()
-        event = Event.objects.filter(pk=event_id, processed_at__isnull=True).first()
-        if user is None or event is None:
-            return
-        send_transactions(config, user, event)
-        _evaluate_user(user, config, now, attributes=user.evaluation_pending, events=True)
-        Event.objects.filter(pk=event_id).update(processed_at=now)
+        _process_events([event_id], config, timezone.now())
+
+
+def _process_events(event_ids: list[int], config: Config, now: datetime) -> None:
+    user_ids = sorted(set(Event.objects.filter(pk__in=event_ids).values_list("user_id", flat=True)))
+    # Lock order everywhere: the users (in id order), then what belongs to them.
+    users = {
+        user.pk: user
+        for user in User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk")
+    }
+    # Read after the locks: an event another worker processed meanwhile is left alone.
+    events = list(
+        Event.objects.filter(
+            pk__in=event_ids, processed_at__isnull=True, user_id__in=list(users)
+        ).order_by("pk")
+    )
+    if not events:
+        return
+    for event in events:
+        send_transactions(config, users[event.user_id], event)
+    touched = [users[user_id] for user_id in dict.fromkeys(e.user_id for e in events)]
+    # Users whose own attribute evaluation is still pending get it now, too.
+    pending = [user for user in touched if user.evaluation_pending]
+    if pending:
+        _evaluate_users(pending, config, now, attributes=True, events=True)
+    rest = [user for user in touched if not user.evaluation_pending]
+    if rest:
+        _evaluate_users(rest, config, now, attributes=False, events=True)
+    Event.objects.filter(pk__in=[event.pk for event in events]).update(processed_at=now)
 
 
 def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:

@@ -123,32 +123,40 @@ class MembershipChange:
         return self.entered | self.left
 
 
-def matching_segments(user_id: str, segments: list[tuple[Segment, SegmentDef]], now) -> set[int]:
-    """Which of `segments` the user is in now: one query for all of them."""
-    if not segments:
-        return set()
+def matching_segments_of(
+    user_ids: list[str], segments: list[tuple[Segment, SegmentDef]], now
+) -> dict[str, set[int]]:
+    """Which of `segments` each of the users is in now: one query for all of them. Users in none
+    are left out of the answer."""
+    if not segments or not user_ids:
+        return {}
+    marks = ", ".join(["%s"] * len(user_ids))
     parts, params = [], []
     for position, (row, definition) in enumerate(segments):
         query = segment_query(definition, now)
         parts.append(
-            f"SELECT {int(row.pk)} AS segment_id FROM ({query.sql}) s{position} "
-            f"WHERE s{position}.id = %s"
+            f"SELECT {int(row.pk)} AS segment_id, s{position}.id AS user_id "
+            f"FROM ({query.sql}) s{position} WHERE s{position}.id IN ({marks})"
         )
-        params += [*query.params, user_id]
+        params += [*query.params, *user_ids]
     try:
+        matched: dict[str, set[int]] = {}
         with connection.cursor() as cursor:
             cursor.execute(" UNION ALL ".join(parts), params)
-            return {row[0] for row in cursor.fetchall()}
+            for segment_id, user_id in cursor.fetchall():
+                matched.setdefault(user_id, set()).add(segment_id)
+        return matched
     except Exception:
         if len(segments) == 1:
             raise
     # One broken segment must not stop the others: find it, log it, go on without it.
-    matched: set[int] = set()
+    matched = {}
     for pair in segments:
         try:
-            matched |= matching_segments(user_id, [pair], now)
+            for user_id, ids in matching_segments_of(user_ids, [pair], now).items():
+                matched.setdefault(user_id, set()).update(ids)
         except Exception:
-            logger.exception("segment %r failed for user %r", pair[1].name, user_id)
+            logger.exception("segment %r failed for users %r", pair[1].name, user_ids[:10])
     return matched
 
 
@@ -156,25 +164,38 @@ def evaluate_user(
     user_id: str, segments: list[tuple[Segment, SegmentDef]], now: datetime
 ) -> MembershipChange:
     """Bring the user's memberships of `segments` up to date; return what changed."""
-    matched = matching_segments(user_id, segments, now)
+    return evaluate_users([user_id], segments, now).get(user_id, MembershipChange())
+
+
+def evaluate_users(
+    user_ids: list[str], segments: list[tuple[Segment, SegmentDef]], now: datetime
+) -> dict[str, MembershipChange]:
+    """Bring the users' memberships of `segments` up to date, with a few statements for all of
+    them; return what changed, for the users whose memberships changed."""
+    matched = matching_segments_of(user_ids, segments, now)
     ids = {row.pk for row, _ in segments}
-    current = set(
-        SegmentMembership.objects.filter(user_id=user_id, segment_id__in=ids).values_list(
-            "segment_id", flat=True
-        )
-    )
-    change = MembershipChange(entered=matched - current, left=current - matched)
-    if change.entered:
-        SegmentMembership.objects.bulk_create(
-            [
-                SegmentMembership(segment_id=s, user_id=user_id, created_at=now)
-                for s in change.entered
-            ],
-            ignore_conflicts=True,
-        )
-    if change.left:
-        SegmentMembership.objects.filter(user_id=user_id, segment_id__in=change.left).delete()
-    return change
+    current: dict[str, set[int]] = {}
+    for user_id, segment_id in SegmentMembership.objects.filter(
+        user_id__in=user_ids, segment_id__in=ids
+    ).values_list("user_id", "segment_id"):
+        current.setdefault(user_id, set()).add(segment_id)
+    changes = {}
+    for user_id in user_ids:
+        now_in, was_in = matched.get(user_id, set()), current.get(user_id, set())
+        change = MembershipChange(entered=now_in - was_in, left=was_in - now_in)
+        if change:
+            changes[user_id] = change
+    entered = [
+        SegmentMembership(segment_id=s, user_id=user_id, created_at=now)
+        for user_id, change in changes.items()
+        for s in change.entered
+    ]
+    if entered:
+        SegmentMembership.objects.bulk_create(entered, ignore_conflicts=True)
+    for user_id, change in changes.items():
+        if change.left:
+            SegmentMembership.objects.filter(user_id=user_id, segment_id__in=change.left).delete()
+    return changes
 
 
 # ---------------------------------------------------------------------------------------------

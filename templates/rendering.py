@@ -9,7 +9,7 @@ from pathlib import Path
 
 import css_inline
 import inscriptis
-from django.template import Context, Engine
+from django.template import Context, Engine, Template
 from inscriptis.model.config import ParserConfig
 
 from segflow.attributes import AttributeView, event_values, user_values
@@ -25,6 +25,12 @@ class RenderedEmail:
     subject: str
     html: str
     text: str
+
+
+@lru_cache(maxsize=256)
+def subject_template(source: str) -> Template:
+    """A subject line, compiled once per process rather than once per email."""
+    return Engine(autoescape=False).from_string(source)
 
 
 @lru_cache(maxsize=8)
@@ -62,10 +68,8 @@ def render_email(
             subject = str(call_with_arity(content.subject, *callable_args))
         else:
             # A subject is plain text, not HTML: nothing in it is escaped.
-            subject = (
-                Engine(autoescape=False)
-                .from_string(content.subject)
-                .render(Context({"user": user_data, "event": event_data}, autoescape=False))
+            subject = subject_template(content.subject).render(
+                Context({"user": user_data, "event": event_data}, autoescape=False)
             )
         if callable(content.html):
             html = str(call_with_arity(content.html, *callable_args))

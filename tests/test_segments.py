@@ -71,7 +71,7 @@ def test_an_attribute_write_evaluates_the_attribute_segments_in_one_query(setup)
     user_service.put_user("ann", {"plan": "free"})
     with statements() as seen:
         user_service.put_user("ann", {"plan": "pro", "vip": True})
-    segment_queries = [sql for sql, _ in seen if "segment_id FROM (" in sql]
+    segment_queries = [sql for sql, _ in seen if " AS segment_id, " in sql]
     assert len(segment_queries) == 1
     assert "'pro'" in segment_queries[0]
     assert "purchase" not in segment_queries[0]  # buyers reads only events: not touched
@@ -82,11 +82,34 @@ def test_an_event_evaluates_only_the_segments_that_read_events(setup):
     user_service.put_user("bob", {"plan": "pro"})
     with statements() as seen:
         user_service.record_event("bob", "purchase", {"amount": 5})
-    segment_queries = [sql for sql, _ in seen if "segment_id FROM (" in sql]
+    segment_queries = [sql for sql, _ in seen if " AS segment_id, " in sql]
     assert len(segment_queries) == 1
     assert "purchase" in segment_queries[0]
     assert "'pro'" not in segment_queries[0]  # attribute-only segments are not touched
     assert members("buyers") == {"bob"} and members("pro") == {"bob"}
+
+
+def test_a_batch_of_events_evaluates_all_its_users_in_one_query(setup):
+    from segflow.models import Event
+
+    for user_id in ("cat", "dan", "eve"):
+        user_service.put_user(user_id, {})
+    user_service.record_event("eve", "purchase", {})  # already a buyer before the batch
+    with statements() as seen:
+        user_service.record_events(
+            [
+                ("cat", "purchase", {}),
+                ("dan", "click", {}),
+                ("cat", "click", {}),
+                ("newbie", "purchase", {}),  # an unknown user, created by its event
+            ]
+        )
+    segment_queries = [sql for sql, _ in seen if " AS segment_id, " in sql]
+    # Once for the users whose attributes were never evaluated (newbie), once for the rest.
+    assert len(segment_queries) == 2
+    assert members("buyers") == {"cat", "eve", "newbie"}
+    assert members("clickers") == {"cat", "dan"}
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
 
 
 def test_the_user_id_is_a_bound_parameter_never_sql_text(setup):
@@ -97,7 +120,7 @@ def test_the_user_id_is_a_bound_parameter_never_sql_text(setup):
         user_service.record_event(nasty, "purchase", {})
     for sql, _ in seen:
         assert nasty not in sql
-    assert any(nasty in (params or ()) for sql, params in seen if "segment_id FROM (" in sql)
+    assert any(nasty in (params or ()) for sql, params in seen if " AS segment_id, " in sql)
     assert members("pro") == {"innocent"} and members("buyers") == {nasty}
 
 
