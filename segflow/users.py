@@ -102,11 +102,21 @@ def record_events(events: list[tuple[str, str, dict[str, Any]]]) -> list[Event]:
     """Store many (user id, name, attributes) events at once, all or none, creating unknown
     users; they are processed after commit, SEGFLOW_BATCH_SIZE to a task, in the given order."""
     now = timezone.now()
+    user_ids = sorted({user_id for user_id, _, _ in events})
     with transaction.atomic():
+        # Lock the users first, in id order, as event processing does: inserting an event locks
+        # its user too, and two batches locking the same users in their own orders deadlock.
+        existing = set(
+            User.objects.select_for_update()
+            .filter(pk__in=user_ids)
+            .order_by("pk")
+            .values_list("pk", flat=True)
+        )
         User.objects.bulk_create(
             [
                 User(id=user_id, attributes={}, created_at=now, updated_at=now)
-                for user_id in dict.fromkeys(user_id for user_id, _, _ in events)
+                for user_id in user_ids
+                if user_id not in existing
             ],
             ignore_conflicts=True,
         )

@@ -89,3 +89,45 @@ def test_concurrent_workers_advancing_the_same_cursors_send_each_step_once(due_c
     assert len(rows) == 600  # hello and again, for each of the 300 users
     assert set(rows.values()) == {1}
     assert set(Cursor.objects.values_list("status", flat=True)) == {Cursor.Status.COMPLETED}
+
+
+def test_concurrent_batches_over_the_same_cursors_send_each_step_once(due_cursors):
+    from campaigns.services import advance_cursors
+
+    ids = list(Cursor.objects.values_list("pk", flat=True))
+    config = get_config()
+
+    def work(n: int) -> None:
+        # Overlapping batches, each thread in its own order: the locks go in id order anyway.
+        order = ids[n * 7 :] + ids[: n * 7]
+        for start in range(0, len(order), 40):
+            advance_cursors(order[start : start + 40], config)
+
+    in_threads(6, work)
+    rows = Counter(OutboxEmail.objects.values_list("user_id", "template_name"))
+    assert len(rows) == 600
+    assert set(rows.values()) == {1}
+    assert set(Cursor.objects.values_list("status", flat=True)) == {Cursor.Status.COMPLETED}
+
+
+def test_concurrent_event_batches_for_the_same_users_neither_deadlock_nor_lose_one(
+    write_config, pushed
+):
+    import random
+
+    from segflow.models import Event
+    from segflow.users import record_events
+
+    pushed(write_config(CONFIG))
+    users = [f"u{n}" for n in range(30)]
+
+    def work(n: int) -> int:
+        shuffled = random.Random(n).sample(users, len(users))
+        for _ in range(5):
+            record_events([(user_id, "click", {"by": n}) for user_id in shuffled])
+        return n
+
+    in_threads(6, work)
+    assert Event.objects.count() == 6 * 5 * 30
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+    assert set(User.objects.values_list("pk", flat=True)) == set(users)
