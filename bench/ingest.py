@@ -6,7 +6,8 @@ keeps up. gunicorn, two Celery workers and beat over Redis, on MariaDB.
 
 Runs with 3 and with 30 segments defined (half attribute segments, half event segments), with one
 client and with 16 concurrent clients, each sending `POST /api/users/{id}/events` for existing
-users as fast as it can; then 16 clients sending `POST /api/events` with --batch events each.
+users as fast as it can; then 16 clients sending `POST /api/events` with --batch events each, as
+fast as they can and then paced at 1,000 events/s in all, to see whether processing keeps up.
 """
 
 from __future__ import annotations
@@ -32,7 +33,11 @@ def config(segments: int) -> str:
     return 'config = {\n    "segments": {\n' + "\n".join(lines) + "\n    },\n}\n"
 
 
-def run(deployment: Deployment, client, clients: int, seconds: float, batch: int = 1) -> None:
+def run(
+    deployment: Deployment, client, clients: int, seconds: float, batch: int = 1, rate: float = 0
+) -> None:
+    """`clients` threads send events for `seconds`, as fast as they can, or `rate` events/s in
+    all; then wait until every event is processed."""
     latencies: list[float] = []
     lock = threading.Lock()
     stop = time.monotonic() + seconds
@@ -41,7 +46,11 @@ def run(deployment: Deployment, client, clients: int, seconds: float, batch: int
     def one_client(n: int) -> None:
         mine = []
         i = 0
+        next_at = time.monotonic()
         while time.monotonic() < stop:
+            if rate:  # paced: each client sends its share of `rate`
+                time.sleep(max(0.0, next_at - time.monotonic()))
+                next_at += batch * clients / rate
             started = time.monotonic()
             if batch == 1:
                 client.emit(f"user-{(n * 7919 + i) % 1000}", "purchase", {"amount": 5})
@@ -69,6 +78,7 @@ def run(deployment: Deployment, client, clients: int, seconds: float, batch: int
     backlog = time.monotonic() - drained_at
     sent = deployment.query("SELECT COUNT(*) FROM events")[0][0] - before
     how = f"{clients:>2} client(s)" + (f", {batch} events a request" if batch > 1 else "")
+    how += f", paced at {rate:.0f} events/s" if rate else ""
     print(
         f"  {how}: {sent / elapsed:7.0f} events/s accepted (request latency "
         f"{summary(latencies)}); all processed {backlog:.1f} s after the last was accepted",
@@ -92,6 +102,7 @@ def main() -> None:
             for clients in (1, 16):
                 run(deployment, client, clients, args.seconds)
             run(deployment, client, 16, args.seconds, batch=args.batch)
+            run(deployment, client, 16, args.seconds, batch=args.batch, rate=1000)
         finally:
             deployment.down()
 
