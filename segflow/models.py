@@ -136,6 +136,8 @@ class OutboxEmail(models.Model):
             models.Index(fields=["status", "created_at"]),
             models.Index(fields=["status", "next_attempt_at"]),
             models.Index(fields=["status", "updated_at"]),
+            # A batch of cursors looks up the rows its steps already stored.
+            models.Index(fields=["cursor_id", "step_index"]),
         ]
 
     def __str__(self) -> str:
