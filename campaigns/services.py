@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from django.conf import settings
-from django.db import connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -304,7 +304,6 @@ def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) 
     Safe to call twice, at once, from two workers: the cursor's row is locked and re-checked, and
     every email has a unique outbox key per cursor and step.
     """
-    now = now or timezone.now()
     try:
         with transaction.atomic():
             return _advance_locked([cursor_id], config, now).get(cursor_id, "gone")
@@ -314,7 +313,8 @@ def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) 
             cursor = Cursor.objects.select_for_update().filter(pk=cursor_id).first()
             if cursor is None:
                 return "gone"
-            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
+            failed_at = now or timezone.now()
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), failed_at, error=str(exc))
             cursor.save()
             _log_ended(cursor)
         return "failed"
@@ -325,17 +325,33 @@ def advance_cursors(
 ) -> dict[int, str]:
     """Advance a batch of due cursors in one transaction, with a few statements per cursor
     instead of a few dozen. Returns what happened to each, like `advance_cursor`."""
-    now = now or timezone.now()
     try:
         with transaction.atomic():
             outcomes = _advance_locked(cursor_ids, config, now)
-    except RunawayFlow:
-        # One of them loops, and the batch was rolled back: one by one, so only that one fails.
-        return {cursor_id: advance_cursor(cursor_id, config, now) for cursor_id in cursor_ids}
+    except OperationalError:
+        raise  # a lock conflict: the task tries the batch again
+    except Exception as exc:
+        # One of them loops or breaks, and the batch was rolled back: one by one, so that only
+        # that one is held up.
+        if not isinstance(exc, RunawayFlow):
+            logger.exception(
+                "a batch of %s cursors failed; running them one by one", len(cursor_ids)
+            )
+        outcomes = {}
+        for cursor_id in cursor_ids:
+            try:
+                outcomes[cursor_id] = advance_cursor(cursor_id, config, now)
+            except OperationalError:
+                raise
+            except Exception:
+                logger.exception(
+                    "cursor %s could not be advanced; its lease hands it out again", cursor_id
+                )
+                outcomes[cursor_id] = "error"
     return {cursor_id: outcomes.get(cursor_id, "gone") for cursor_id in cursor_ids}
 
 
-def _advance_locked(cursor_ids: list[int], config: Config, now: datetime) -> dict[int, str]:
+def _advance_locked(cursor_ids: list[int], config: Config, now: datetime | None) -> dict[int, str]:
     user_ids = sorted(
         set(Cursor.objects.filter(pk__in=cursor_ids).values_list("user_id", flat=True))
     )
@@ -352,6 +368,9 @@ def _advance_locked(cursor_ids: list[int], config: Config, now: datetime) -> dic
         .prefetch_related("steps")
         .order_by("pk")
     )
+    # The time is read once the locks are held: a batch that waited for another worker's
+    # must see the steps that worker just made due.
+    now = now or timezone.now()
     campaigns = Campaign.objects.in_bulk({cursor.campaign_id for cursor in cursors})
     outcomes: dict[int, str] = {}
     runnable = []

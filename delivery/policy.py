@@ -11,31 +11,40 @@ def normalize_address(address: str) -> str:
 
 def block_reason(user_id: str, address: str, *, campaign: bool) -> str:
     """Why no email may go to `address` (of user `user_id`) now, or "" if it may."""
-    return block_reasons([(user_id, address)], campaign=campaign).get(user_id, "")
+    reasons = block_reasons([(user_id, address)], campaign=campaign)
+    return reasons.get((user_id, normalize_address(address)), "")
 
 
-def block_reasons(recipients: list[tuple[str, str]], *, campaign: bool) -> dict[str, str]:
-    """For many (user id, address) pairs at once, in two queries: why no email may go to each
-    user whose address or user is blocked. Users who may be emailed are not in the answer."""
-    by_address: dict[str, list[tuple[str, str]]] = {}
-    for user_id, address in recipients:
-        if normalize_address(address):
-            by_address.setdefault(normalize_address(address), []).append((user_id, address))
-    reasons: dict[str, str] = {}
+def block_reasons(
+    recipients: list[tuple[str, str]], *, campaign: bool
+) -> dict[tuple[str, str], str]:
+    """For many (user id, address) pairs at once, in two queries: why no email may go to each.
+
+    Keyed by (user id, normalized address); pairs that may be emailed are not in the answer.
+    """
+    pairs = {(user_id, normalize_address(address)): address for user_id, address in recipients}
+    reasons: dict[tuple[str, str], str] = {}
     if campaign:
-        for unsubscribed in Unsubscription.objects.filter(
-            user_id__in=[user_id for user_id, _ in recipients]
-        ):
-            reasons[unsubscribed.user_id] = (
-                f"the user unsubscribed on {unsubscribed.created_at:%Y-%m-%d %H:%M} UTC; "
-                "campaigns no longer email them"
-            )
-    for suppression in Suppression.objects.filter(address__in=list(by_address)):
-        detail = f": {suppression.detail}" if suppression.detail else ""
-        for user_id, address in by_address[suppression.address]:
-            reasons[user_id] = (
-                f"{address} is suppressed since "
-                f"{suppression.created_at:%Y-%m-%d %H:%M} UTC "
+        unsubscribed = {
+            u.user_id: u
+            for u in Unsubscription.objects.filter(user_id__in={user for user, _ in pairs})
+        }
+        for user_id, normalized in pairs:
+            if user_id in unsubscribed:
+                reasons[(user_id, normalized)] = (
+                    "the user unsubscribed on "
+                    f"{unsubscribed[user_id].created_at:%Y-%m-%d %H:%M} UTC; "
+                    "campaigns no longer email them"
+                )
+    suppressed = {
+        s.address: s for s in Suppression.objects.filter(address__in={a for _, a in pairs if a})
+    }
+    for (user_id, normalized), address in pairs.items():
+        suppression = suppressed.get(normalized)
+        if suppression is not None:
+            detail = f": {suppression.detail}" if suppression.detail else ""
+            reasons[(user_id, normalized)] = (
+                f"{address} is suppressed since {suppression.created_at:%Y-%m-%d %H:%M} UTC "
                 f"({suppression.get_reason_display()}{detail}); no email goes to it"
             )
     return reasons

@@ -35,7 +35,7 @@ from django.utils import timezone
 
 from delivery.policy import block_reason as policy_block_reason
 from delivery.policy import block_reasons as policy_block_reasons
-from delivery.policy import suppress
+from delivery.policy import normalize_address, suppress
 from delivery.tracking import OUTBOX_ID_METADATA
 from delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_url
 from templates.rendering import RenderError, render_email
@@ -139,7 +139,8 @@ class OutboxWriter:
         existing = self.existing.get(origin.key)
         if existing is not None:
             return existing
-        row = _new_row(self.config, content, user, origin, self.blocked.get(user.pk, ""))
+        reason = self.blocked.get((user.pk, normalize_address(user.email)), "")
+        row = _new_row(self.config, content, user, origin, reason)
         row.save(force_insert=True)
         _after_insert(row)
         self.existing[origin.key] = row
@@ -252,33 +253,46 @@ def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
     definition = config.email_provider
     provider = provider_for(definition)
     settings_ = definition.settings if definition and provider.name == definition.name else {}
-    connection = None
+    backend = None
     try:
         for row in rows:
             if not _claim(row):
                 continue
-            reason = blocked[bool(row.campaign_name)].get(row.user_id)
+            reason = blocked[bool(row.campaign_name)].get(
+                (row.user_id, normalize_address(row.to_address))
+            )
             if reason:
                 outcome[row.pk] = _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
                 continue
-            if connection is None:
+            if backend is None:
                 try:
-                    connection = provider.connection(settings_)
-                    connection.open()
+                    backend = provider.connection(settings_)
+                    backend.open()
                 except Exception as exc:
                     # A provider that cannot even be set up fails the row with its reason.
-                    connection = None
+                    backend = None
                     outcome[row.pk] = _send_failed(row, provider, exc)
                     continue
-            outcome[row.pk] = _send(row, definition, provider, settings_, connection)
+            outcome[row.pk] = _send(row, definition, provider, settings_, backend)
+            if outcome[row.pk] != OutboxEmail.Status.SENT or not provider.keeps_connection(backend):
+                # After a failure the connection itself may be broken: the next row opens anew.
+                _close(backend)
+                backend = None
     finally:
-        if connection is not None:
-            connection.close()
+        if backend is not None:
+            _close(backend)
     for outbox_id in outbox_ids:
         if outbox_id not in outcome:
             row = OutboxEmail.objects.filter(pk=outbox_id).only("status").first()
             outcome[outbox_id] = row.status if row else "missing"
     return outcome
+
+
+def _close(backend) -> None:
+    try:
+        backend.close()
+    except Exception:
+        logger.warning("closing the email connection failed", exc_info=True)
 
 
 def _claim(row: OutboxEmail) -> bool:

@@ -93,7 +93,13 @@ def process_events(event_ids: list[int]) -> None:
             raise
         logger.exception("a batch of %s events failed; processing them one by one", len(event_ids))
         for event_id in event_ids:
-            process_event(event_id, config)
+            try:
+                process_event(event_id, config)
+            except OperationalError:
+                raise
+            except Exception:
+                # Left unprocessed: the sweep hands it out again; the others go on.
+                logger.exception("event %s could not be processed", event_id)
 
 
 def process_event(event_id: int, config: Config | None = None) -> None:

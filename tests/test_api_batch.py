@@ -78,6 +78,12 @@ def test_a_batch_stores_every_event_in_order_and_processes_each(api, pushed, clo
             id="unknown-field",
         ),
         pytest.param(
+            {"events": [{"user_id": "a", "name": "x"}, {"user_id": "a/b", "name": "x"}]},
+            "events[1].user_id",
+            "user ids cannot contain '/'",
+            id="slash-in-user-id",
+        ),
+        pytest.param(
             {"events": [{"user_id": "a", "name": "x", "attributes": [1]}]},
             "events[0].attributes",
             "must be a JSON object",

@@ -110,3 +110,119 @@ def test_a_delivery_batch_sends_each_queued_row_once_and_skips_rows_blocked_sinc
 
     assert deliver_emails([r.pk for r in rows], get_config())[rows[0].pk] == "sent"
     assert len(mail.outbox) == 2  # a second delivery of the same batch sends nothing
+
+
+class OneMessageSMTPServer:
+    """A local SMTP server that takes one message per connection, then hangs up, as a server
+    with a per-connection limit does."""
+
+    def __init__(self) -> None:
+        import socket
+        import threading
+
+        self.messages: list[str] = []
+        self.sock = socket.socket()
+        self.sock.bind(("127.0.0.1", 0))
+        self.sock.listen(8)
+        self.port = self.sock.getsockname()[1]
+        threading.Thread(target=self._serve, daemon=True).start()
+
+    def _serve(self) -> None:
+        while True:
+            try:
+                conn, _ = self.sock.accept()
+            except OSError:
+                return
+            with conn, conn.makefile("rb") as lines:
+                conn.sendall(b"220 test\r\n")
+                for raw in lines:
+                    command = raw.decode().strip().upper()
+                    if command.startswith(("EHLO", "HELO")):
+                        conn.sendall(b"250 test\r\n")
+                    elif command.startswith(("MAIL", "RCPT")):
+                        conn.sendall(b"250 ok\r\n")
+                    elif command == "DATA":
+                        conn.sendall(b"354 go on\r\n")
+                        body = []
+                        for data in lines:
+                            if data == b".\r\n":
+                                break
+                            body.append(data.decode())
+                        self.messages.append("".join(body))
+                        conn.sendall(b"250 queued\r\n")
+                        break  # one message, then hang up
+                    elif command == "QUIT":
+                        conn.sendall(b"221 bye\r\n")
+                        break
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+def test_an_smtp_server_hanging_up_between_messages_loses_none_of_a_batch(
+    write_config, pushed, clock, settings
+):
+    server = OneMessageSMTPServer()
+    settings.EMAIL_BACKEND = "django.core.mail.backends.smtp.EmailBackend"
+    settings.EMAIL_HOST, settings.EMAIL_PORT = "127.0.0.1", server.port
+    settings.EMAIL_TIMEOUT = 5
+    try:
+        pushed(write_config(CONFIG))
+        ids = make_users(4)
+        rows = [
+            OutboxEmail.objects.create(
+                key=f"test:{user_id}", user_id=user_id, to_address=f"{user_id}@example.com",
+                subject="Hi", html="<p>hi</p>", text="hi",
+            )
+            for user_id in ids
+        ]  # fmt: skip
+        outcome = deliver_emails([r.pk for r in rows], get_config())
+    finally:
+        server.close()
+    assert set(outcome.values()) == {"sent"}, outcome
+    assert len(server.messages) == 4
+
+
+def test_a_cursor_that_breaks_its_batch_holds_up_only_itself(write_config, pushed, clock):
+    make_users(10)
+    User.objects.filter(pk="u004").update(attributes={"email": "u004@x.com", "poison": True})
+    pushed(
+        write_config(
+            """
+def hello(ctx, rt):
+    if ctx.user.poison:
+        ctx.user.seen = {1, 2}  # a set is no JSON: saving the user fails
+    yield rt.send_email("hello")
+    yield rt.wait(days=1)
+
+config = {
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>hi</p>"}},
+    "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"hello": {"segments": ["all"], "behavior": "static", "flow": hello}},
+}
+"""
+        )
+    )
+    from campaigns.services import advance_cursors
+
+    outcome = advance_cursors(list(Cursor.objects.values_list("pk", flat=True)), get_config())
+    assert sorted(outcome.values()).count("waiting") == 9
+    assert sorted(sent()) == ["hello"] * 9
+    assert sent("u004") == []
+    assert Cursor.objects.get(user_id="u004").step_count == 0  # its lease hands it out again
+
+
+def test_a_suppressed_address_blocks_only_the_rows_sent_to_it(write_config, pushed, clock):
+    pushed(write_config(CONFIG))
+    make_users(1)
+    rows = [
+        OutboxEmail.objects.create(
+            key=f"test:{address}", user_id="u000", to_address=address,
+            subject="Hi", html="<p>hi</p>", text="hi",
+        )
+        for address in ("old@example.com", "new@example.com")
+    ]  # fmt: skip
+    Suppression.objects.create(address="old@example.com", reason=Suppression.Reason.HARD_BOUNCE)
+    outcome = deliver_emails([r.pk for r in rows], get_config())
+    assert outcome == {rows[0].pk: "skipped", rows[1].pk: "sent"}
+    assert [m.to for m in mail.outbox] == [["new@example.com"]]

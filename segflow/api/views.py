@@ -106,9 +106,12 @@ class EventsView(APIView):
             item = validation.body_object(
                 item, {"user_id", "name", "attributes"}, {"user_id", "name"}, field=field
             )
+            user_id = validation.identifier(item["user_id"], f"{field}.user_id")
+            if "/" in user_id:  # such a user could never be read, changed or deleted by its path
+                raise InvalidInput(f"{field}.user_id", "user ids cannot contain '/'")
             events.append(
                 (
-                    validation.identifier(item["user_id"], f"{field}.user_id"),
+                    user_id,
                     validation.identifier(item["name"], f"{field}.name"),
                     validation.attributes(item.get("attributes", {}), f"{field}.attributes"),
                 )

@@ -80,6 +80,10 @@ class EmailProvider:
             return get_connection()
         return get_connection(self.backend, **self.connection_kwargs(settings))
 
+    def keeps_connection(self, backend: BaseEmailBackend) -> bool:
+        """Whether one open `backend` may carry the next message of a batch too."""
+        return True
+
     def prepare(self, message: EmailMessage, settings: dict[str, Any], *, campaign: bool) -> None:
         """Dress `message` for this provider (streams, configuration sets). Nothing by default."""
 

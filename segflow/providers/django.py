@@ -4,12 +4,19 @@ from __future__ import annotations
 
 import smtplib
 
+from django.core.mail.backends import smtp
+
 from .base import EmailProvider, Failure, describe_exception
 
 
 class DjangoProvider(EmailProvider):
     name = "django"
     backend = None
+
+    def keeps_connection(self, backend) -> bool:
+        # An SMTP server may hang up between messages, and smtplib notices only once the next
+        # message is under way, when nobody can tell whether it was taken: one per connection.
+        return not isinstance(backend, smtp.EmailBackend)
 
     def classify(self, exc: Exception) -> Failure:
         reason = describe_exception(exc)
