@@ -1,7 +1,7 @@
 """The outbox: every email is a row before it is handed to the provider, under a unique key.
 
 `queue_email` renders and stores the email (or finds the row a retry already stored);
-`deliver_email` hands a queued row to the provider. A row moves:
+`deliver_emails` hands queued rows to the provider. A row moves:
 
     queued -> sending -> sent      (the provider took it; its message id is kept)
                       -> queued    (a passing failure: `next_attempt_at` says when the sweep
@@ -221,11 +221,6 @@ def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> Anymai
     if row.template_name:
         message.tags = [row.template_name[:100]]
     return message
-
-
-def deliver_email(outbox_id: int, config: Config) -> str:
-    """Hand a queued, due email to the provider once. Returns the row's status afterwards."""
-    return deliver_emails([outbox_id], config)[outbox_id]
 
 
 def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:

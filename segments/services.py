@@ -160,13 +160,6 @@ def matching_segments_of(
     return matched
 
 
-def evaluate_user(
-    user_id: str, segments: list[tuple[Segment, SegmentDef]], now: datetime
-) -> MembershipChange:
-    """Bring the user's memberships of `segments` up to date; return what changed."""
-    return evaluate_users([user_id], segments, now).get(user_id, MembershipChange())
-
-
 def evaluate_users(
     user_ids: list[str], segments: list[tuple[Segment, SegmentDef]], now: datetime
 ) -> dict[str, MembershipChange]:
