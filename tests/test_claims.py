@@ -68,8 +68,14 @@ def due_cursors(write_config, pushed, clock):
 
 
 def test_concurrent_claims_hand_out_each_due_cursor_once(due_cursors):
-    claimed = in_threads(8, lambda n: claim_due_cursors(timezone.now(), limit=60))
-    ids = Counter(cursor_id for batch in claimed for cursor_id in batch)
+    ids: Counter = Counter()
+    # A claimer skips whatever rows others hold locked at that moment, so one round of claims
+    # may leave a few due cursors for the next tick: rounds go on until all are handed out.
+    for _ in range(5):
+        claimed = in_threads(8, lambda n: claim_due_cursors(timezone.now(), limit=60))
+        ids.update(cursor_id for batch in claimed for cursor_id in batch)
+        if len(ids) == 300:
+            break
     assert len(ids) == 300
     assert set(ids.values()) == {1}
 
