@@ -27,3 +27,10 @@ def enqueue(task_name: str, *args) -> None:
         if settings.SEGFLOW_INLINE_TASKS_RAISE:
             raise
         logger.exception("task %s%r failed; the schedule will try again", task_name, args)
+
+
+def enqueue_in_batches(task_name: str, ids: list) -> None:
+    """Hand `ids` to the task `segflow.tasks.<task_name>`, SEGFLOW_BATCH_SIZE ids to a call."""
+    size = settings.SEGFLOW_BATCH_SIZE
+    for start in range(0, len(ids), size):
+        enqueue(task_name, ids[start : start + size])

@@ -305,11 +305,11 @@ def _claim(row: OutboxEmail) -> bool:
     return bool(claimed)
 
 
-def _send(row: OutboxEmail, definition, provider, settings_: dict, connection) -> str:
+def _send(row: OutboxEmail, definition, provider, settings_: dict, backend) -> str:
     message = build_message(row, definition)
     try:
         provider.prepare(message, settings_, campaign=bool(row.campaign_name))
-        message.connection = connection
+        message.connection = backend
         message.send()
     except Exception as exc:
         return _send_failed(row, provider, exc)
@@ -513,10 +513,9 @@ def send_again(outbox_ids: list[int]) -> int:
         next_attempt_at=None,
         updated_at=now,
     )
-    from .dispatch import enqueue
+    from .dispatch import enqueue_in_batches
 
-    for outbox_id in ids:
-        transaction.on_commit(lambda outbox_id=outbox_id: enqueue("deliver_emails", [outbox_id]))
+    transaction.on_commit(lambda: enqueue_in_batches("deliver_emails", ids))
     return len(ids)
 
 

@@ -21,7 +21,7 @@ from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
-from .dispatch import enqueue
+from .dispatch import enqueue, enqueue_in_batches
 from .live_config import is_live, sync_config
 from .models import Event, OutboxEmail, User
 from .outbox import deliver_emails as deliver_outbox_emails
@@ -54,8 +54,8 @@ def _evaluate_users(
         for campaign in campaigns.campaigns_using(change.segment_ids):
             campaigns.reconcile_campaign(campaign, now, user_id=user_id)
     new_cursors = campaigns.claim_new_cursors([user.pk for user in users], now)
-    for chunk in in_batches(new_cursors):
-        transaction.on_commit(lambda chunk=chunk: enqueue("advance_cursors", chunk))
+    if new_cursors:
+        transaction.on_commit(lambda: enqueue_in_batches("advance_cursors", new_cursors))
     if attributes:
         for user in users:
             User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
@@ -147,11 +147,6 @@ def deliver_emails(outbox_ids: list[int]) -> dict[int, str]:
     return deliver_outbox_emails(outbox_ids, sync_config())
 
 
-def in_batches(ids: list, size: int | None = None):
-    size = size or settings.SEGFLOW_BATCH_SIZE
-    return (ids[n : n + size] for n in range(0, len(ids), size))
-
-
 def refresh_segment(
     row: Segment,
     definition: SegmentDef,
@@ -206,8 +201,7 @@ def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int 
     total = 0
     for _ in range(batches):
         ids = campaigns.claim_due_cursors(now, limit=batch)
-        for chunk in in_batches(ids):
-            enqueue("advance_cursors", chunk)
+        enqueue_in_batches("advance_cursors", ids)
         total += len(ids)
         if len(ids) < batch:
             break
@@ -268,10 +262,8 @@ def sweep(now: datetime) -> int:
     Event.objects.filter(pk__in=events).update(swept_at=now)
     User.objects.filter(pk__in=users).update(swept_at=now)
     OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
-    for chunk in in_batches(events):
-        enqueue("process_events", chunk)
+    enqueue_in_batches("process_events", events)
     for user_id in users:
         enqueue("evaluate_user", user_id)
-    for chunk in in_batches(emails):
-        enqueue("deliver_emails", chunk)
+    enqueue_in_batches("deliver_emails", emails)
     return len(events) + len(users) + len(emails)

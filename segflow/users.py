@@ -5,12 +5,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from django.conf import settings
 from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .dispatch import enqueue
+from .dispatch import enqueue, enqueue_in_batches
 from .models import Event, User
 
 
@@ -130,8 +129,5 @@ def record_events(events: list[tuple[str, str, dict[str, Any]]]) -> list[Event]:
             for row in rows:
                 row.save(force_insert=True)
         ids = [row.pk for row in rows]
-        size = settings.SEGFLOW_BATCH_SIZE
-        for start in range(0, len(ids), size):
-            chunk = ids[start : start + size]
-            transaction.on_commit(lambda chunk=chunk: enqueue("process_events", chunk))
+        transaction.on_commit(lambda: enqueue_in_batches("process_events", ids))
     return rows
