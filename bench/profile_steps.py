@@ -42,9 +42,11 @@ def main() -> None:
         django.setup()
         from django.core.management import call_command
 
+        from delivery.models import OutboxEmail
         from segflow import pipeline
-        from segflow.config import set_config, validate_config
-        from segflow.models import OutboxEmail, User
+        from segflow.config import validate_config
+        from segflow.live_config import live_config
+        from segflow.models import User
         from segflow.push import push
 
         call_command("migrate", verbosity=0)
@@ -69,7 +71,7 @@ def main() -> None:
                 },
             }
         )
-        set_config(config)
+        live_config.set(config)
         push(config)
         started = time.monotonic()
         if args.cprofile:

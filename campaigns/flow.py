@@ -5,165 +5,20 @@ stores what happened instead: each step the flow yielded, its result, and the us
 the flow saw when it yielded it. To resume, `FlowRun` re-creates the generator and replays it over
 that history, feeding back the recorded attributes and results, then carries on live from there.
 
-Nothing here touches Django or the database; `campaigns.services` does the performing and storing.
+The kinds of step live in `campaigns.steps`. Nothing here touches Django or the database:
+`campaigns.runner` does the performing and storing.
 """
 
 from __future__ import annotations
 
-import copy
 import traceback
 from collections.abc import Callable, Iterator
-from dataclasses import asdict, dataclass, field
-from datetime import timedelta
-from typing import Any, ClassVar
+from dataclasses import dataclass, field
+from typing import Any
 
-# ---------------------------------------------------------------------------------------------
-# Steps: what a flow yields. A new kind of step is a subclass registered in STEP_KINDS, plus a
-# performer in campaigns.services.
+from segflow.attributes import FlowUser
 
-
-@dataclass(frozen=True)
-class Step:
-    kind: ClassVar[str] = ""
-
-    def to_record(self) -> dict[str, Any]:
-        return asdict(self)
-
-    def replays_as(self, recorded_kind: str, recorded_args: dict[str, Any]) -> bool:
-        """Whether this step, yielded on replay, is the same step as the one recorded."""
-        return recorded_kind == self.kind and recorded_args == self.to_record()
-
-    def result_from_record(self, recorded: Any) -> Any:
-        return recorded
-
-    def describe(self) -> str:
-        args = ", ".join(f"{k}={v!r}" for k, v in self.to_record().items())
-        return f"{self.kind}({args})"
-
-
-@dataclass(frozen=True)
-class SendEmail(Step):
-    kind: ClassVar[str] = "send_email"
-    template: str
-
-    def result_from_record(self, recorded: Any) -> SendEmailResult:
-        if not recorded:
-            return SendEmailResult(success=False, reason="no result was recorded")
-        return SendEmailResult(**recorded)
-
-    def describe(self) -> str:
-        return f"send_email({self.template!r})"
-
-
-@dataclass(frozen=True)
-class Wait(Step):
-    kind: ClassVar[str] = "wait"
-    seconds: float
-
-    def replays_as(self, recorded_kind: str, recorded_args: dict[str, Any]) -> bool:
-        # A changed duration is the same step: a user already waiting keeps the wait they began.
-        return recorded_kind == self.kind
-
-    @property
-    def duration(self) -> timedelta:
-        return timedelta(seconds=self.seconds)
-
-    def describe(self) -> str:
-        return f"wait({self.duration})"
-
-
-STEP_KINDS: dict[str, type[Step]] = {SendEmail.kind: SendEmail, Wait.kind: Wait}
-
-
-@dataclass(frozen=True)
-class SendEmailResult:
-    """What `yield rt.send_email(...)` gives back to the flow."""
-
-    success: bool
-    status: str = ""
-    reason: str = ""
-    outbox_id: int | None = None
-
-    def __bool__(self) -> bool:
-        return self.success
-
-
-class Runtime:
-    """The `rt` a flow receives: it builds steps for the flow to yield."""
-
-    def send_email(self, template_id: str) -> SendEmail:
-        if not isinstance(template_id, str) or not template_id:
-            raise ValueError(f"rt.send_email needs a template id, got {template_id!r}")
-        return SendEmail(template=template_id)
-
-    def wait(
-        self,
-        delta: timedelta | None = None,
-        *,
-        weeks: float = 0,
-        days: float = 0,
-        hours: float = 0,
-        minutes: float = 0,
-        seconds: float = 0,
-    ) -> Wait:
-        duration = delta if delta is not None else timedelta()
-        duration += timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-        if duration < timedelta():
-            raise ValueError(f"rt.wait needs a duration of zero or more, got {duration}")
-        return Wait(seconds=duration.total_seconds())
-
-
-# ---------------------------------------------------------------------------------------------
-# What the flow sees.
-
-
-class FlowUser:
-    """`ctx.user`: the user's attributes, by attribute or by key; missing ones read as None.
-
-    Assignments change what the flow sees at once and, once the step is stored, the user itself.
-    """
-
-    __slots__ = ("_id", "_attributes", "_writes", "_live")
-
-    def __init__(self, user_id: str, attributes: dict[str, Any]) -> None:
-        object.__setattr__(self, "_id", user_id)
-        object.__setattr__(self, "_attributes", dict(attributes))
-        object.__setattr__(self, "_writes", {})
-        object.__setattr__(self, "_live", False)
-
-    @property
-    def id(self) -> str:
-        return self._id
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("__"):
-            raise AttributeError(name)
-        return self._attributes.get(name)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._attributes.get(key)
-
-    def __setattr__(self, name: str, value: Any) -> None:
-        self[name] = value
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        if key == "id":
-            raise AttributeError("ctx.user.id is the user's id and cannot be changed")
-        self._attributes[key] = value
-        if self._live:
-            self._writes[key] = value
-
-    def __contains__(self, key: str) -> bool:
-        return key in self._attributes
-
-    def get(self, key: str, default: Any = None) -> Any:
-        return self._attributes.get(key, default)
-
-    def to_dict(self) -> dict[str, Any]:
-        return copy.deepcopy(self._attributes)
-
-    def __repr__(self) -> str:
-        return f"<user {self._id!r} {self._attributes!r}>"
+from .steps import Runtime, Step, describe_record
 
 
 @dataclass
@@ -283,10 +138,4 @@ class FlowRun:
 
 
 def _describe_record(recorded: RecordedStep) -> str:
-    step_class = STEP_KINDS.get(recorded.kind)
-    if step_class is None:
-        return f"{recorded.kind}({recorded.args!r})"
-    try:
-        return step_class(**recorded.args).describe()
-    except TypeError:
-        return f"{recorded.kind}({recorded.args!r})"
+    return describe_record(recorded.kind, recorded.args)

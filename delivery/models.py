@@ -1,7 +1,75 @@
 from django.db import models
 from django.utils import timezone
 
-from segflow.models import OutboxEmail, User
+from segflow.models import Event, User
+
+
+class OutboxEmail(models.Model):
+    """Every email segflow means to send, written before it is handed to the provider.
+
+    `key` names what caused the email (a cursor's step, or a transaction and an event) and is
+    unique, so a retried step or event finds its row instead of sending again.
+    """
+
+    class Status(models.TextChoices):
+        QUEUED = "queued"
+        SENDING = "sending"
+        SENT = "sent"
+        FAILED = "failed"
+        SKIPPED = "skipped"
+        # The provider may or may not have taken it (the sender died, or its answer never came):
+        # never sent again by itself; a webhook about it turns it into `sent`.
+        UNKNOWN = "unknown"
+
+    key = models.CharField(max_length=255, unique=True)
+    user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="outbox_emails")
+    to_address = models.CharField(max_length=320, blank=True)
+    from_address = models.CharField(max_length=320, blank=True)
+    subject = models.TextField(blank=True)
+    html = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    template_name = models.CharField(max_length=255, blank=True)
+    campaign_name = models.CharField(max_length=255, blank=True)
+    cursor_id = models.BigIntegerField(null=True, blank=True)
+    step_index = models.PositiveIntegerField(null=True, blank=True)
+    transaction_name = models.CharField(max_length=255, blank=True)
+    event = models.ForeignKey(
+        Event, on_delete=models.CASCADE, null=True, blank=True, related_name="outbox_emails"
+    )
+    status = models.CharField(max_length=16, choices=Status.choices, default=Status.QUEUED)
+    reason = models.TextField(blank=True, help_text="Why the email was skipped or failed.")
+    message_id = models.CharField(max_length=255, blank=True, db_index=True)
+    provider = models.CharField(max_length=32, blank=True, help_text="Who was asked to send it.")
+    unsubscribe_url = models.TextField(blank=True)
+    attempts = models.PositiveIntegerField(default=0, help_text="Calls made to the provider.")
+    # A queued row that failed for a passing reason waits here for the schedule's sweep.
+    next_attempt_at = models.DateTimeField(null=True, blank=True)
+    # When the schedule's sweep last handed this row to a delivery task (see pipeline.sweep).
+    swept_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+    updated_at = models.DateTimeField(default=timezone.now)
+    sent_at = models.DateTimeField(null=True, blank=True)
+    # What the provider's webhooks told afterwards.
+    delivered_at = models.DateTimeField(null=True, blank=True)
+    bounced_at = models.DateTimeField(null=True, blank=True)
+    complained_at = models.DateTimeField(null=True, blank=True)
+    opened_at = models.DateTimeField(null=True, blank=True, help_text="First opened.")
+    clicked_at = models.DateTimeField(null=True, blank=True, help_text="First clicked.")
+    feedback = models.TextField(blank=True, help_text="The provider's last word on a bounce.")
+
+    class Meta:
+        db_table = "outbox"
+        verbose_name = "outbox email"
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["status", "next_attempt_at"]),
+            models.Index(fields=["status", "updated_at"]),
+            # A batch of cursors looks up the rows its steps already stored.
+            models.Index(fields=["cursor_id", "step_index"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.subject!r} to {self.to_address or self.user_id}"
 
 
 class Suppression(models.Model):

@@ -22,12 +22,12 @@ from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import transaction
 from django.utils import timezone
 
-from segflow.models import OutboxEmail, User
-from segflow.providers import EmailProvider, provider_for_esp
+from segflow.models import User
 from segflow.users import record_event
 
-from .models import Suppression
+from .models import OutboxEmail, Suppression
 from .policy import normalize_address, suppress
+from .providers import EmailProvider, provider_for_esp
 from .unsubscribe import unsubscribe
 
 logger = logging.getLogger(__name__)

@@ -16,10 +16,10 @@ from django.core import signing
 from django.db import transaction
 from django.urls import reverse
 
-from segflow.models import OutboxEmail, User
+from segflow.models import User
 from segflow.users import UserNotFound, record_event
 
-from .models import Unsubscription
+from .models import OutboxEmail, Unsubscription
 
 logger = logging.getLogger(__name__)
 

@@ -15,28 +15,20 @@ from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns import services as campaigns
+from campaigns import audience, claims, runner
+from delivery import sending
+from delivery.models import OutboxEmail
 from segments import services as segments
 from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
+from .db import lock_user, lock_users
 from .dispatch import enqueue, enqueue_in_batches
-from .live_config import is_live, sync_config
-from .models import Event, OutboxEmail, User
-from .outbox import deliver_emails as deliver_outbox_emails
-from .outbox import due_retry_ids, mark_stale_sending
+from .live_config import live_config
+from .models import Event, User
 
 logger = logging.getLogger(__name__)
-
-
-def pushed_segments(config: Config) -> list[tuple[Segment, SegmentDef]]:
-    """The pushed segments, with their definitions from this process's (live) config."""
-    return [
-        (row, config.segments[row.name])
-        for row in Segment.objects.all()
-        if row.name in config.segments and config.segments[row.name].fingerprint == row.fingerprint
-    ]
 
 
 def _evaluate_users(
@@ -46,14 +38,14 @@ def _evaluate_users(
     their campaigns; a few statements for all of them."""
     chosen = [
         (row, d)
-        for row, d in pushed_segments(config)
+        for row, d in live_config.segments(config)
         if (attributes and row.reads_users) or (events and row.reads_events)
     ]
     changes = segments.evaluate_users([user.pk for user in users], chosen, now)
     for user_id, change in changes.items():
-        for campaign in campaigns.campaigns_using(change.segment_ids):
-            campaigns.reconcile_campaign(campaign, now, user_id=user_id)
-    new_cursors = campaigns.claim_new_cursors([user.pk for user in users], now)
+        for campaign in audience.campaigns_using(change.segment_ids):
+            audience.reconcile_campaign(campaign, now, user_id=user_id)
+    new_cursors = claims.claim_new_cursors([user.pk for user in users], now)
     if new_cursors:
         transaction.on_commit(lambda: enqueue_in_batches("advance_cursors", new_cursors))
     if attributes:
@@ -63,11 +55,11 @@ def _evaluate_users(
 
 def evaluate_user(user_id: str) -> None:
     """After a user's attributes changed: their attribute segments, then their campaigns."""
-    config, now = sync_config(), timezone.now()
-    if not is_live(config):
+    config, now = live_config.sync(), timezone.now()
+    if not live_config.is_live(config):
         return  # left pending: the schedule hands it out again
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(pk=user_id).first()
+        user = lock_user(user_id)
         if user is None or not user.evaluation_pending:
             return
         _evaluate_users([user], config, now, attributes=True, events=False)
@@ -80,8 +72,8 @@ def process_events(event_ids: list[int]) -> None:
     its events. If it fails, its events are processed one by one, so one bad event holds up
     only itself.
     """
-    config = sync_config()
-    if not is_live(config):
+    config = live_config.sync()
+    if not live_config.is_live(config):
         return  # left pending: the schedule hands them out again
     try:
         with transaction.atomic():
@@ -104,8 +96,8 @@ def process_events(event_ids: list[int]) -> None:
 
 def process_event(event_id: int, config: Config | None = None) -> None:
     """After an event: its transactional emails, the user's event segments, their campaigns."""
-    config = config or sync_config()
-    if not is_live(config):
+    config = config or live_config.sync()
+    if not live_config.is_live(config):
         return  # left pending: the schedule hands it out again
     with transaction.atomic():
         _process_events([event_id], config, timezone.now())
@@ -113,11 +105,7 @@ def process_event(event_id: int, config: Config | None = None) -> None:
 
 def _process_events(event_ids: list[int], config: Config, now: datetime) -> None:
     user_ids = sorted(set(Event.objects.filter(pk__in=event_ids).values_list("user_id", flat=True)))
-    # Lock order everywhere: the users (in id order), then what belongs to them.
-    users = {
-        user.pk: user
-        for user in User.objects.select_for_update().filter(pk__in=user_ids).order_by("pk")
-    }
+    users = lock_users(user_ids)
     # Read after the locks: an event another worker processed meanwhile is left alone.
     events = list(
         Event.objects.filter(
@@ -126,8 +114,7 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> None
     )
     if not events:
         return
-    for event in events:
-        send_transactions(config, users[event.user_id], event)
+    send_transactions(config, users, events)
     touched = [users[user_id] for user_id in dict.fromkeys(e.user_id for e in events)]
     # Users whose own attribute evaluation is still pending get it now, too.
     pending = [user for user in touched if user.evaluation_pending]
@@ -140,11 +127,11 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> None
 
 
 def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:
-    return campaigns.advance_cursors(cursor_ids, sync_config())
+    return runner.advance_cursors(cursor_ids, live_config.sync())
 
 
 def deliver_emails(outbox_ids: list[int]) -> dict[int, str]:
-    return deliver_outbox_emails(outbox_ids, sync_config())
+    return sending.deliver_emails(outbox_ids, live_config.sync())
 
 
 def refresh_segment(
@@ -157,21 +144,19 @@ def refresh_segment(
     it up to date for the same users."""
     count = segments.refresh_segment(row, definition, now, id_range)
     changes = {
-        campaign.name: campaigns.reconcile_campaign(campaign, now, id_range=id_range)
-        for campaign in campaigns.campaigns_using({row.pk})
+        campaign.name: audience.reconcile_campaign(campaign, now, id_range=id_range)
+        for campaign in audience.campaigns_using({row.pk})
     }
     return count, changes
 
 
 def _live_segment(segment_id: int) -> tuple[Segment, SegmentDef] | None:
-    config = sync_config()
+    config = live_config.sync()
     row = Segment.objects.filter(pk=segment_id).first()
-    if row is None or not is_live(config):
+    if row is None or not live_config.is_live(config):
         return None
-    definition = config.segments.get(row.name)
-    if definition is None or definition.fingerprint != row.fingerprint:
-        return None
-    return row, definition
+    definition = config.segment_as_pushed(row.name, row.fingerprint)
+    return None if definition is None else (row, definition)
 
 
 def refresh_time_segment(segment_id: int) -> None:
@@ -200,7 +185,7 @@ def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int 
     now = now or timezone.now()
     total = 0
     for _ in range(batches):
-        ids = campaigns.claim_due_cursors(now, limit=batch)
+        ids = claims.claim_due_cursors(now, limit=batch)
         enqueue_in_batches("advance_cursors", ids)
         total += len(ids)
         if len(ids) < batch:
@@ -226,8 +211,8 @@ class TickReport:
 def tick(now: datetime | None = None) -> TickReport:
     """All work that is due: time-based segments, due cursors, and work whose task was lost."""
     now = now or timezone.now()
-    config = sync_config()
-    report = TickReport(config_is_live=is_live(config))
+    config = live_config.sync()
+    report = TickReport(config_is_live=live_config.is_live(config))
     if report.config_is_live:
         for row in segments.claim_due_refreshes(now):
             enqueue("refresh_time_segment", row.pk)
@@ -256,9 +241,9 @@ def sweep(now: datetime) -> int:
         ).values_list("pk", flat=True)[:500]
     )
     # Emails: retries that are due, first sends whose task was lost, and rows a dead sender left
-    # in `sending` (marked `unknown`, never sent again: see segflow/outbox.py).
-    mark_stale_sending(now)
-    emails = due_retry_ids(now, not_swept_since=before)
+    # in `sending` (marked `unknown`, never sent again: see delivery/sending.py).
+    sending.mark_stale_sending(now)
+    emails = sending.due_retry_ids(now, not_swept_since=before)
     Event.objects.filter(pk__in=events).update(swept_at=now)
     User.objects.filter(pk__in=users).update(swept_at=now)
     OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)

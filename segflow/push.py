@@ -14,7 +14,7 @@ from django.conf import settings
 from django.db import transaction
 from django.utils import timezone
 
-from campaigns import services as campaigns
+from campaigns import audience, runner
 from campaigns.models import Campaign, Cursor
 from segments import services as segments
 from segments.models import Segment
@@ -22,8 +22,9 @@ from templates.models import EmailTemplate
 from templates.rendering import RenderError, check_template
 from transactions.models import Transaction
 
-from .config import Config, set_config
+from .config import Config
 from .dispatch import enqueue
+from .live_config import live_config
 from .models import Push
 from .pipeline import refresh_segment
 from .schedule import ensure_periodic_tasks
@@ -116,7 +117,7 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
         if dry_run:
             transaction.set_rollback(True)
         else:
-            transaction.on_commit(lambda: set_config(config))
+            transaction.on_commit(lambda: live_config.set(config))
             if not settings.SEGFLOW_TASKS_INLINE:
                 # Workers start the new cursors now. Embedded, the ticker does within a second:
                 # a push is a config change, and sends nothing itself.
@@ -251,7 +252,7 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
             touched.append(row)
     for name, row in stored.items():
         if name not in config.campaigns and row.active:
-            ended = campaigns.end_campaign(row, now, "the campaign was removed from the config")
+            ended = audience.end_campaign(row, now, "the campaign was removed from the config")
             plan.add("Campaigns", "-", name, f"removed, {ended} active cursor(s) ended")
     return touched, changed_flows
 
@@ -263,7 +264,7 @@ def _evaluate(
     touched_campaigns: list[Campaign],
     now: datetime,
 ) -> None:
-    campaign_changes: dict[str, campaigns.AudienceChange] = {}
+    campaign_changes: dict[str, audience.AudienceChange] = {}
     for row in changed_segments:
         count, changes = refresh_segment(row, config.segments[row.name], now)
         line = plan.find("Segments", row.name)
@@ -272,7 +273,7 @@ def _evaluate(
             _add_change(campaign_changes, name, change)
     for row in touched_campaigns:
         row.refresh_from_db()
-        _add_change(campaign_changes, row.name, campaigns.reconcile_campaign(row, now))
+        _add_change(campaign_changes, row.name, audience.reconcile_campaign(row, now))
     for name, change in campaign_changes.items():
         line = plan.find("Campaigns", name)
         detail = f"{change.entered} user(s) enter" + (
@@ -285,9 +286,9 @@ def _evaluate(
             line.detail += f", {detail}"
 
 
-def _add_change(into: dict, name: str, change: campaigns.AudienceChange) -> None:
-    before = into.get(name, campaigns.AudienceChange(0, 0))
-    into[name] = campaigns.AudienceChange(
+def _add_change(into: dict, name: str, change: audience.AudienceChange) -> None:
+    before = into.get(name, audience.AudienceChange(0, 0))
+    into[name] = audience.AudienceChange(
         before.entered + change.entered, before.exited + change.exited
     )
 
@@ -302,12 +303,12 @@ def _check_in_flight(
         active = Cursor.objects.filter(campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0)
         cursors = active.select_related("campaign").prefetch_related("steps")
         for cursor in cursors.iterator(chunk_size=500):
-            reason = campaigns.replay_check(cursor, definition)
+            reason = runner.replay_check(cursor, definition)
             if reason is None:
                 clean += 1
                 continue
             diverged += 1
-            campaigns.end_cursor(cursor, Cursor.Status.DIVERGED, reason, now)
+            runner.end_cursor(cursor, Cursor.Status.DIVERGED, reason, now)
             cursor.updated_at = now
             cursor.save(
                 update_fields=["status", "due_at", "ended_at", "end_reason", "error", "updated_at"]

@@ -9,6 +9,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
+from .db import lock_user, lock_users
 from .dispatch import enqueue, enqueue_in_batches
 from .models import Event, User
 
@@ -21,7 +22,7 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
     """Create the user, or replace all of their attributes. Returns (user, created)."""
     now = timezone.now()
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(pk=user_id).first()
+        user = lock_user(user_id)
         if user is None:
             try:
                 with transaction.atomic():
@@ -30,7 +31,7 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
                     )
             except IntegrityError:
                 # Created by a concurrent request since we looked: replace theirs, like a PUT.
-                user = User.objects.select_for_update().get(pk=user_id)
+                user = lock_user(user_id)
             else:
                 transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
                 return user, True
@@ -43,7 +44,7 @@ def patch_user(user_id: str, patch: dict[str, Any]) -> User:
     """Merge `patch` into the user's attributes (RFC 7396: a null removes the attribute)."""
     now = timezone.now()
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(pk=user_id).first()
+        user = lock_user(user_id)
         if user is None:
             raise UserNotFound(user_id)
         user.attributes = merge_patch(user.attributes or {}, patch)
@@ -64,13 +65,18 @@ def merge_patch(target: Any, patch: Any) -> Any:
 
 
 def mark_attributes_changed(user: User, now: datetime) -> None:
-    """Save the user's new attributes and have their segments re-evaluated after commit."""
+    """Save the locked user's new attributes and have their segments re-evaluated after commit.
+
+    `user` is left as the row now is, so callers answer with it without reading it again.
+    """
     User.objects.filter(pk=user.pk).update(
         attributes=user.attributes,
         updated_at=now,
         version=F("version") + 1,
         evaluation_pending=True,
     )
+    # The row is locked, so the version it had is the one just incremented.
+    user.updated_at, user.version, user.evaluation_pending = now, user.version + 1, True
     user_id = user.pk
     transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
 
@@ -105,12 +111,7 @@ def record_events(events: list[tuple[str, str, dict[str, Any]]]) -> list[Event]:
     with transaction.atomic():
         # Lock the users first, in id order, as event processing does: inserting an event locks
         # its user too, and two batches locking the same users in their own orders deadlock.
-        existing = set(
-            User.objects.select_for_update()
-            .filter(pk__in=user_ids)
-            .order_by("pk")
-            .values_list("pk", flat=True)
-        )
+        existing = set(lock_users(user_ids))
         User.objects.bulk_create(
             [
                 User(id=user_id, attributes={}, created_at=now, updated_at=now)

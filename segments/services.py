@@ -18,13 +18,12 @@ from django.db.models import QuerySet
 from django.utils import timezone
 
 from segflow.config import SegmentDef, call_with_arity
+from segflow.db import NAMED_PARAMETER, insert_ignore, placeholders
 from segflow.models import User
 
 from .models import Segment, SegmentMembership
 
 logger = logging.getLogger(__name__)
-
-_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
 
 
 class SegmentError(Exception):
@@ -49,14 +48,14 @@ def segment_query(definition: SegmentDef, now: datetime) -> SegmentQuery:
             if not isinstance(extra, dict):
                 raise SegmentError(f"segment {definition.name!r}: params must return a dict")
             values.update(extra)
-        names = _NAMED_PARAM.findall(definition.sql)
+        names = NAMED_PARAMETER.findall(definition.sql)
         missing = sorted(set(names) - set(values))
         if missing:
             raise SegmentError(
                 f"segment {definition.name!r}: no value for parameter(s) {', '.join(missing)}"
             )
         return SegmentQuery(
-            _NAMED_PARAM.sub("%s", definition.sql), [_adapt(values[n]) for n in names]
+            NAMED_PARAMETER.sub("%s", definition.sql), [_adapt(values[n]) for n in names]
         )
 
     try:
@@ -130,7 +129,7 @@ def matching_segments_of(
     are left out of the answer."""
     if not segments or not user_ids:
         return {}
-    marks = ", ".join(["%s"] * len(user_ids))
+    marks = placeholders(user_ids)
     parts, params = [], []
     for position, (row, definition) in enumerate(segments):
         query = segment_query(definition, now)
@@ -273,7 +272,7 @@ def refresh_segment(
         )
         try:
             cursor.execute(
-                f"{'INSERT IGNORE' if mysql else 'INSERT OR IGNORE'} INTO {answer} (id) "
+                f"{insert_ignore()} INTO {answer} (id) "
                 f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL{in_range_q}",
                 [*query.params, *q_params],
             )

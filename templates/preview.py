@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from segflow.config import Config, EmailContentDef
@@ -22,11 +23,18 @@ class Preview:
     email: RenderedEmail
 
 
-def preview_email(config: Config, name: str, user_id: str, event_id: int | None = None) -> Preview:
+def preview_email(
+    config: Config,
+    name: str,
+    user_id: str,
+    event_id: int | None = None,
+    *,
+    unsubscribe_url: Callable[[str], str] | None = None,
+) -> Preview:
     """Render template (or transaction) `name` for user `user_id`.
 
-    A campaign template gets a working unsubscribe link for the user. A transaction gets the
-    event `event_id`, or else the user's latest event of the transaction's name, if any.
+    A campaign template gets the unsubscribe link `unsubscribe_url(user_id)` gives, if any. A
+    transaction gets the event `event_id`, or else the user's latest event of its name, if any.
     """
     content = config.templates.get(name) or config.transactions.get(name)
     if content is None:
@@ -51,10 +59,8 @@ def preview_email(config: Config, name: str, user_id: str, event_id: int | None 
         else:
             event = events.order_by("-created_at", "-id").first()
     unsubscribe = ""
-    if name in config.templates:
-        from delivery.unsubscribe import unsubscribe_url
-
-        unsubscribe = unsubscribe_url(user.pk, f"preview:{name}")
+    if name in config.templates and unsubscribe_url is not None:
+        unsubscribe = unsubscribe_url(user.pk)
     email = render_email(
         content,
         config.base_dir,

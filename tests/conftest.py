@@ -8,9 +8,10 @@ import pytest
 import time_machine
 from rest_framework.test import APIClient
 
+from delivery.models import OutboxEmail
 from segflow.api_keys import create_api_key
-from segflow.config import load_config, set_config
-from segflow.models import OutboxEmail
+from segflow.config import load_config
+from segflow.live_config import live_config
 from segflow.pipeline import tick
 from segflow.push import push
 
@@ -20,12 +21,9 @@ START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
 
 @pytest.fixture(autouse=True)
 def _fresh_config():
-    from segflow import live_config
-
-    set_config(None)
-    live_config._pushed_fingerprint = live_config._handled_push = None
+    live_config.reset()
     yield
-    set_config(None)
+    live_config.reset()
 
 
 @pytest.fixture
@@ -101,7 +99,7 @@ def pushed(settings):
         if config is None:
             config = load_config(str(EXAMPLE_CONFIG))
         settings.SEGFLOW_CONFIG = config.location
-        set_config(config)
+        live_config.set(config)
         return push(config, **kwargs)
 
     return apply

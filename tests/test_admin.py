@@ -20,10 +20,10 @@ from django_celery_beat.models import (
 )
 
 from campaigns.models import Campaign, Cursor
-from delivery.models import Suppression, Unsubscription
+from delivery.models import OutboxEmail, Suppression, Unsubscription
 from delivery.policy import suppress
 from delivery.unsubscribe import unsubscribe
-from segflow.models import ApiKey, Event, OutboxEmail, User
+from segflow.models import ApiKey, Event, User
 from segments.models import Segment, SegmentMembership
 from templates.models import EmailTemplate
 from transactions.models import Transaction

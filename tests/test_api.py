@@ -11,8 +11,9 @@ from django.utils import timezone
 from rest_framework.test import APIClient
 
 from campaigns.models import Cursor, CursorStep
+from delivery.models import OutboxEmail
 from segflow.api_keys import create_api_key
-from segflow.models import ApiKey, Event, OutboxEmail, User
+from segflow.models import ApiKey, Event, User
 from segflow.pipeline import tick
 from segments.models import SegmentMembership
 

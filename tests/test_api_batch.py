@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from segflow.models import Event, OutboxEmail, User
+from delivery.models import OutboxEmail
+from segflow.models import Event, User
 
 from .factories import EventFactory, UserFactory
 from .test_api import assert_refused, send, stored

@@ -5,10 +5,10 @@ import pytest
 from django.core import mail
 
 from campaigns.models import Cursor
-from delivery.models import Suppression, Unsubscription
-from segflow.config import get_config
-from segflow.models import OutboxEmail, User
-from segflow.outbox import deliver_emails
+from delivery.models import OutboxEmail, Suppression, Unsubscription
+from delivery.sending import deliver_emails
+from segflow.live_config import live_config
+from segflow.models import User
 from segflow.pipeline import tick
 
 from .conftest import sent
@@ -94,7 +94,7 @@ def test_a_delivery_batch_sends_each_queued_row_once_and_skips_rows_blocked_sinc
     Unsubscription.objects.create(user_id="u002", method=Unsubscription.Method.LINK)
     OutboxEmail.objects.filter(pk=rows[3].pk).update(status=OutboxEmail.Status.SENDING)
 
-    outcome = deliver_emails([r.pk for r in rows], get_config())
+    outcome = deliver_emails([r.pk for r in rows], live_config.current())
 
     assert outcome == {
         rows[0].pk: "sent",
@@ -108,7 +108,7 @@ def test_a_delivery_batch_sends_each_queued_row_once_and_skips_rows_blocked_sinc
     assert "unsubscribed" in OutboxEmail.objects.get(pk=rows[2].pk).reason
     assert sorted(m.to[0] for m in mail.outbox) == ["u000@example.com", "u004@example.com"]
 
-    assert deliver_emails([r.pk for r in rows], get_config())[rows[0].pk] == "sent"
+    assert deliver_emails([r.pk for r in rows], live_config.current())[rows[0].pk] == "sent"
     assert len(mail.outbox) == 2  # a second delivery of the same batch sends nothing
 
 
@@ -176,7 +176,7 @@ def test_an_smtp_server_hanging_up_between_messages_loses_none_of_a_batch(
             )
             for user_id in ids
         ]  # fmt: skip
-        outcome = deliver_emails([r.pk for r in rows], get_config())
+        outcome = deliver_emails([r.pk for r in rows], live_config.current())
     finally:
         server.close()
     assert set(outcome.values()) == {"sent"}, outcome
@@ -203,9 +203,11 @@ config = {
 """
         )
     )
-    from campaigns.services import advance_cursors
+    from campaigns.runner import advance_cursors
 
-    outcome = advance_cursors(list(Cursor.objects.values_list("pk", flat=True)), get_config())
+    outcome = advance_cursors(
+        list(Cursor.objects.values_list("pk", flat=True)), live_config.current()
+    )
     assert sorted(outcome.values()).count("waiting") == 9
     assert sorted(sent()) == ["hello"] * 9
     assert sent("u004") == []
@@ -223,6 +225,6 @@ def test_a_suppressed_address_blocks_only_the_rows_sent_to_it(write_config, push
         for address in ("old@example.com", "new@example.com")
     ]  # fmt: skip
     Suppression.objects.create(address="old@example.com", reason=Suppression.Reason.HARD_BOUNCE)
-    outcome = deliver_emails([r.pk for r in rows], get_config())
+    outcome = deliver_emails([r.pk for r in rows], live_config.current())
     assert outcome == {rows[0].pk: "skipped", rows[1].pk: "sent"}
     assert [m.to for m in mail.outbox] == [["new@example.com"]]

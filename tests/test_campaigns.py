@@ -4,8 +4,9 @@ import pytest
 from django.db import IntegrityError, transaction
 
 from campaigns.models import Campaign, Cursor
+from delivery.models import OutboxEmail
 from segflow import users as user_service
-from segflow.models import OutboxEmail, User
+from segflow.models import User
 
 from .conftest import sent
 
@@ -125,7 +126,7 @@ def test_the_database_holds_at_most_one_place_per_user_and_campaign(setup):
 def test_entering_twice_at_once_gives_one_cursor(setup):
     from django.utils import timezone
 
-    from campaigns.services import reconcile_campaign
+    from campaigns.audience import reconcile_campaign
 
     put("twice", plan="pro")
     campaign = Campaign.objects.get(name="static-drip")
@@ -161,14 +162,14 @@ def test_a_flow_can_branch_on_send_email_and_assigning_ctx_user_updates_the_user
 
 
 def test_a_step_runs_once_even_when_advanced_twice(setup):
-    from campaigns.services import advance_cursor
-    from segflow.config import get_config
+    from campaigns.runner import advance_cursor
+    from segflow.live_config import live_config
 
     put("once", plan="pro")
     c = cursor("once", "static-drip")
     setup.advance(days=1)
-    assert advance_cursor(c.pk, get_config()) == "waiting"
-    assert advance_cursor(c.pk, get_config()) == "not due"
+    assert advance_cursor(c.pk, live_config.current()) == "waiting"
+    assert advance_cursor(c.pk, live_config.current()) == "not due"
     assert sent("once", campaign_name="static-drip") == ["one", "two"]
 
 
@@ -193,8 +194,8 @@ config = {
 
 
 def test_a_cursor_that_diverges_when_it_wakes_is_ended_and_sends_nothing(write_config, setup):
-    from campaigns.services import advance_cursor
-    from segflow.config import set_config
+    from campaigns.runner import advance_cursor
+    from segflow.live_config import live_config
 
     put("w", plan="pro")
     c = cursor("w", "static-drip")
@@ -203,7 +204,7 @@ def test_a_cursor_that_diverges_when_it_wakes_is_ended_and_sends_nothing(write_c
     changed = write_config(
         CONFIG.replace('yield rt.send_email("one")', 'yield rt.send_email("three")', 1)
     )
-    set_config(changed)
+    live_config.set(changed)
     Campaign.objects.filter(name="static-drip").update(
         flow_fingerprint=changed.campaigns["static-drip"].flow_fingerprint
     )

@@ -7,10 +7,12 @@ import pytest
 from django.db import close_old_connections, connection
 from django.utils import timezone
 
+from campaigns.claims import claim_due_cursors
 from campaigns.models import Cursor
-from campaigns.services import advance_cursor, claim_due_cursors
-from segflow.config import get_config
-from segflow.models import OutboxEmail, User
+from campaigns.runner import advance_cursor
+from delivery.models import OutboxEmail
+from segflow.live_config import live_config
+from segflow.models import User
 
 pytestmark = [pytest.mark.mysql_only, pytest.mark.django_db(transaction=True)]
 
@@ -61,7 +63,7 @@ def due_cursors(write_config, pushed, clock):
     from segflow.pipeline import refresh_segment
     from segments.models import Segment
 
-    refresh_segment(Segment.objects.get(), get_config().segments["all"], clock.now)
+    refresh_segment(Segment.objects.get(), live_config.current().segments["all"], clock.now)
     assert Cursor.objects.filter(due_at__lte=clock.now).count() == 300
     clock.stop()  # real time from here: threads see one clock
     return clock
@@ -82,7 +84,7 @@ def test_concurrent_claims_hand_out_each_due_cursor_once(due_cursors):
 
 def test_concurrent_workers_advancing_the_same_cursors_send_each_step_once(due_cursors):
     ids = list(Cursor.objects.values_list("pk", flat=True))
-    config = get_config()
+    config = live_config.current()
 
     def work(n: int) -> None:
         # Every thread tries every cursor, half of them in the other order.
@@ -98,10 +100,10 @@ def test_concurrent_workers_advancing_the_same_cursors_send_each_step_once(due_c
 
 
 def test_concurrent_batches_over_the_same_cursors_send_each_step_once(due_cursors):
-    from campaigns.services import advance_cursors
+    from campaigns.runner import advance_cursors
 
     ids = list(Cursor.objects.values_list("pk", flat=True))
-    config = get_config()
+    config = live_config.current()
 
     def work(n: int) -> None:
         # Overlapping batches, each thread in its own order: the locks go in id order anyway.

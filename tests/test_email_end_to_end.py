@@ -7,7 +7,8 @@ from datetime import timedelta
 
 import pytest
 
-from segflow.models import Event, OutboxEmail
+from delivery.models import OutboxEmail
+from segflow.models import Event
 
 from .email_support import (
     EMAILS,

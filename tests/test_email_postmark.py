@@ -10,8 +10,7 @@ from datetime import timedelta
 import pytest
 from django.urls import reverse
 
-from delivery.models import Suppression
-from segflow.models import OutboxEmail
+from delivery.models import OutboxEmail, Suppression
 from segflow.pipeline import tick
 
 from .email_support import (
@@ -297,7 +296,7 @@ def test_a_superuser_can_send_an_unknown_email_again_from_the_admin(
     assert row.status == OutboxEmail.Status.UNKNOWN
 
     response = admin_client.post(
-        reverse("admin:segflow_outboxemail_changelist"),
+        reverse("admin:delivery_outboxemail_changelist"),
         {"action": "send_again", "_selected_action": [row.pk]},
     )
     assert response.status_code == 302

@@ -11,7 +11,7 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from segflow.models import OutboxEmail
+from delivery.models import OutboxEmail
 
 from .email_support import EMAILS, email_config, emit, put_user
 

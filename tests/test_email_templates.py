@@ -9,7 +9,7 @@ from django.core.management.base import CommandError
 from django.urls import reverse
 from django.utils.html import escape
 
-from segflow.models import OutboxEmail
+from delivery.models import OutboxEmail
 
 from .conftest import START
 from .email_support import emit, put_user
@@ -83,7 +83,7 @@ def test_segflow_preview_names_what_is_missing(jane, tmp_path, args, message):
 
 
 def test_the_admin_shows_the_rendered_email_of_an_outbox_row(admin_client, jane):
-    page = admin_client.get(reverse("admin:segflow_outboxemail_change", args=[jane.pk]))
+    page = admin_client.get(reverse("admin:delivery_outboxemail_change", args=[jane.pk]))
     assert page.status_code == 200
     content = page.content.decode()
     assert f'srcdoc="{escape(jane.html)}"' in content  # the HTML, in a sandboxed frame

@@ -8,8 +8,8 @@ import pytest
 from django.core import mail
 from django.test import Client
 
-from delivery.models import Unsubscription
-from segflow.models import Event, OutboxEmail
+from delivery.models import OutboxEmail, Unsubscription
+from segflow.models import Event
 
 from .email_support import EMAILS, email_config, emit, put_user
 

@@ -8,8 +8,8 @@ from datetime import timedelta
 
 import pytest
 
-from delivery.models import Suppression, Unsubscription
-from segflow.models import Event, OutboxEmail
+from delivery.models import OutboxEmail, Suppression, Unsubscription
+from segflow.models import Event
 from segflow.pipeline import tick
 
 from .email_support import (

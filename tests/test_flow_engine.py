@@ -4,16 +4,8 @@ from datetime import timedelta
 
 import pytest
 
-from campaigns.flow import (
-    FlowDiverged,
-    FlowFailed,
-    FlowRun,
-    RecordedStep,
-    Runtime,
-    SendEmail,
-    SendEmailResult,
-    Wait,
-)
+from campaigns.flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
+from campaigns.steps import Runtime, SendEmail, SendEmailResult, Wait
 
 
 def drive(flow, attributes=None, results=None, history=None):

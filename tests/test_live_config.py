@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from segflow import users as user_service
-from segflow.config import get_config, load_config, set_config
+from segflow.config import load_config
+from segflow.live_config import live_config
 from segflow.models import Event
 
 from .conftest import EXAMPLE_CONFIG, sent
@@ -30,7 +31,7 @@ def test_work_waits_while_the_process_runs_another_config_and_goes_on_after(
 ):
     pushed(write_config(CONFIG.format(subject="Receipt")))
     # The file on this machine changes, and is not pushed: the process cannot run the push.
-    set_config(write_config(CONFIG.format(subject="Changed receipt")))
+    live_config.set(write_config(CONFIG.format(subject="Changed receipt")))
     user_service.put_user("bob", {"email": "bob@example.com"})
     event = user_service.record_event("bob", "paid", {})
 
@@ -40,7 +41,7 @@ def test_work_waits_while_the_process_runs_another_config_and_goes_on_after(
         call_command("segflow_tick")
 
     # Pushing the config it has makes it live; the schedule hands out the waiting work.
-    pushed(get_config())
+    pushed(live_config.current())
     clock.advance_and_tick(minutes=1)
     assert Event.objects.get(pk=event.pk).processed_at is not None
     assert [m.subject for m in mail.outbox] == ["Changed receipt"]
@@ -53,11 +54,11 @@ def test_a_process_started_with_another_config_loads_the_one_pushed_from_here(
     pushed(config)
     # A server started with the example config; the developer pushed their own file.
     settings.SEGFLOW_CONFIG = str(EXAMPLE_CONFIG)
-    set_config(load_config(str(EXAMPLE_CONFIG)))
+    live_config.set(load_config(str(EXAMPLE_CONFIG)))
     user_service.record_event("carol", "paid", {})
     user_service.put_user("carol", {"email": "carol@example.com"})
     user_service.record_event("carol", "paid", {})
-    assert get_config().location == config.location
+    assert live_config.current().location == config.location
     assert [m.subject for m in mail.outbox] == ["Receipt"]
 
 

@@ -8,7 +8,8 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from campaigns.models import Campaign, Cursor
-from segflow.models import OutboxEmail, Push, User
+from delivery.models import OutboxEmail
+from segflow.models import Push, User
 from segflow.push import PushError
 from segments.models import Segment, SegmentMembership
 from templates.models import EmailTemplate

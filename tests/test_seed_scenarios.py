@@ -6,7 +6,7 @@ import pytest
 from django.core import mail
 
 from campaigns.models import Cursor
-from segflow.models import OutboxEmail
+from delivery.models import OutboxEmail
 
 from .conftest import sent
 

@@ -89,11 +89,11 @@ def test_a_push_in_chunks_finds_the_same_members_as_one_pass(users, write_config
     # A later full evaluation takes leavers out and newcomers in, across ranges.
     User.objects.filter(pk__in=["user-00", "user-18"]).update(attributes={"n": 1})
     User.objects.filter(pk="user-19").update(attributes={"n": 2})
-    from segflow.config import get_config
+    from segflow.live_config import live_config
     from segflow.pipeline import refresh_segment
 
     row = Segment.objects.get(name="even")
-    count, _ = refresh_segment(row, get_config().segments["even"], row.refreshed_at)
+    count, _ = refresh_segment(row, live_config.current().segments["even"], row.refreshed_at)
     assert (count.entered, count.left) == (1, 2)
     assert members("even") == {f"user-{n:02}" for n in (2, 4, 6, 8, 10, 12, 14, 16, 19)}
 

@@ -2,25 +2,40 @@
 
 from __future__ import annotations
 
+from delivery.models import OutboxEmail
+from delivery.outbox import EmailOrigin, OutboxWriter
 from segflow.config import Config
-from segflow.models import Event, OutboxEmail, User
-from segflow.outbox import EmailOrigin, queue_email
+from segflow.models import Event, User
 
 from .models import Transaction
 
 
-def send_transactions(config: Config, user: User, event: Event) -> list[OutboxEmail]:
-    """Queue the email of every pushed transaction listening for this event's name."""
-    definitions = config.transactions_for_event(event.name)
-    if not definitions:
+def send_transactions(
+    config: Config, users: dict[str, User], events: list[Event]
+) -> list[OutboxEmail]:
+    """Queue the email of every pushed transaction listening for each event's name, for a batch
+    of events together (their users locked by the caller); delivered after commit."""
+    names = {event.name for event in events}
+    definitions = {name: config.transactions_for_event(name) for name in names}
+    wanted = [d.name for ds in definitions.values() for d in ds]
+    if not wanted:
         return []
     pushed = set(
-        Transaction.objects.filter(
-            event=event.name, name__in=[d.name for d in definitions]
-        ).values_list("name", flat=True)
+        Transaction.objects.filter(event__in=names, name__in=wanted).values_list("name", flat=True)
     )
-    return [
-        queue_email(config, definition, user, EmailOrigin.transaction_event(definition.name, event))
-        for definition in definitions
+    emails = OutboxWriter(
+        config,
+        list({event.user_id: users[event.user_id] for event in events}.values()),
+        event_ids=[event.pk for event in events],
+        campaign=False,
+    )
+    rows = [
+        emails.queue(
+            definition, users[event.user_id], EmailOrigin.transaction_event(definition.name, event)
+        )
+        for event in events
+        for definition in definitions[event.name]
         if definition.name in pushed
     ]
+    emails.deliver_after_commit()
+    return rows

@@ -73,3 +73,30 @@ def _json_type(value: Any) -> str:
         list: "an array",
         dict: "an object",
     }.get(type(value), type(value).__name__)
+
+
+def event_batch(data: Any, limit: int) -> list[tuple[str, str, dict]]:
+    """The body of POST /api/events as (user id, name, attributes) triples, all checked."""
+    body = body_object(data, {"events"}, {"events"})
+    items = body["events"]
+    if not isinstance(items, list) or not items:
+        raise InvalidInput("events", "must be a non-empty JSON array of events")
+    if len(items) > limit:
+        raise InvalidInput("events", f"must hold at most {limit} events, got {len(items)}")
+    events = []
+    for n, item in enumerate(items):
+        field = f"events[{n}]"
+        item = body_object(
+            item, {"user_id", "name", "attributes"}, {"user_id", "name"}, field=field
+        )
+        user_id = identifier(item["user_id"], f"{field}.user_id")
+        if "/" in user_id:  # such a user could never be read, changed or deleted by its path
+            raise InvalidInput(f"{field}.user_id", "user ids cannot contain '/'")
+        events.append(
+            (
+                user_id,
+                identifier(item["name"], f"{field}.name"),
+                attributes(item.get("attributes", {}), f"{field}.attributes"),
+            )
+        )
+    return events

@@ -9,30 +9,28 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from segflow import users as user_service
-from segflow.models import Event, User
 
 from . import validation
 from .errors import InvalidInput, error_response
-from .representations import event_representation, user_representation
+from .selectors import event_detail, events_of, find_user, user_detail
 
 
 class UserView(APIView):
     """/api/users/{id}: read, create or replace (PUT), merge (PATCH), delete."""
 
     def get(self, request, user_id: str):
-        user = _find_user(user_id)
+        user = find_user(user_id)
         if user is None:
             return _user_not_found(user_id)
-        return Response(user_representation(user))
+        return Response(user_detail(user))
 
     def put(self, request, user_id: str):
         validation.identifier(user_id, "id")
         body = validation.body_object(request.data, {"attributes"}, {"attributes"})
         attributes = validation.attributes(body["attributes"])
         user, created = user_service.put_user(user_id, attributes)
-        user.refresh_from_db()
         return Response(
-            user_representation(user),
+            user_detail(user),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
@@ -44,8 +42,7 @@ class UserView(APIView):
             user = user_service.patch_user(user_id, patch)
         except user_service.UserNotFound:
             return _user_not_found(user_id, hint=" (create the user with PUT first)")
-        user.refresh_from_db()
-        return Response(user_representation(user))
+        return Response(user_detail(user))
 
     def delete(self, request, user_id: str):
         if not user_service.delete_user(user_id):
@@ -73,12 +70,12 @@ class UserEventsView(APIView):
     """/api/users/{id}/events: record an event (POST), list them newest first (GET)."""
 
     def get(self, request, user_id: str):
-        if _find_user(user_id) is None:
+        if find_user(user_id) is None:
             return _user_not_found(user_id)
-        events = Event.objects.filter(user_id=user_id).order_by("-created_at", "-id")
+        events = events_of(user_id)
         paginator = EventPagination()
         page = paginator.paginate_queryset(events, request, view=self)
-        return paginator.get_paginated_response([event_representation(e) for e in page])
+        return paginator.get_paginated_response([event_detail(e) for e in page])
 
     def post(self, request, user_id: str):
         validation.identifier(user_id, "id")
@@ -86,39 +83,17 @@ class UserEventsView(APIView):
         name = validation.identifier(body["name"], "name")
         attributes = validation.attributes(body.get("attributes", {}))
         event = user_service.record_event(user_id, name, attributes)
-        return Response(event_representation(event), status=status.HTTP_201_CREATED)
+        return Response(event_detail(event), status=status.HTTP_201_CREATED)
 
 
 class EventsView(APIView):
     """/api/events: record a batch of events for any users (POST), all of them or none."""
 
     def post(self, request):
-        body = validation.body_object(request.data, {"events"}, {"events"})
-        items = body["events"]
-        limit = settings.SEGFLOW_MAX_EVENTS_PER_REQUEST
-        if not isinstance(items, list) or not items:
-            raise InvalidInput("events", "must be a non-empty JSON array of events")
-        if len(items) > limit:
-            raise InvalidInput("events", f"must hold at most {limit} events, got {len(items)}")
-        events = []
-        for n, item in enumerate(items):
-            field = f"events[{n}]"
-            item = validation.body_object(
-                item, {"user_id", "name", "attributes"}, {"user_id", "name"}, field=field
-            )
-            user_id = validation.identifier(item["user_id"], f"{field}.user_id")
-            if "/" in user_id:  # such a user could never be read, changed or deleted by its path
-                raise InvalidInput(f"{field}.user_id", "user ids cannot contain '/'")
-            events.append(
-                (
-                    user_id,
-                    validation.identifier(item["name"], f"{field}.name"),
-                    validation.attributes(item.get("attributes", {}), f"{field}.attributes"),
-                )
-            )
+        events = validation.event_batch(request.data, settings.SEGFLOW_MAX_EVENTS_PER_REQUEST)
         recorded = user_service.record_events(events)
         return Response(
-            {"events": [event_representation(e) for e in recorded]},
+            {"events": [event_detail(e) for e in recorded]},
             status=status.HTTP_201_CREATED,
         )
 
@@ -149,12 +124,6 @@ def no_such_endpoint(request, *args, **kwargs):
         },
         status=404,
     )
-
-
-def _find_user(user_id: str) -> User | None:
-    if not user_id or len(user_id) > validation.MAX_ID_LENGTH:
-        return None
-    return User.objects.filter(pk=user_id).first()
 
 
 def _user_not_found(user_id: str, hint: str = "") -> Response:

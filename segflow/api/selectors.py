@@ -1,13 +1,26 @@
-"""What the API returns for users and events."""
+"""The reads behind the API's answers: a user with their segments and campaigns, their events."""
+
+from __future__ import annotations
 
 from typing import Any
+
+from django.db.models import QuerySet
 
 from campaigns.models import Cursor
 from segflow.models import Event, User
 from segments.models import SegmentMembership
 
+from .validation import MAX_ID_LENGTH
 
-def user_representation(user: User) -> dict[str, Any]:
+
+def find_user(user_id: str) -> User | None:
+    if not user_id or len(user_id) > MAX_ID_LENGTH:
+        return None
+    return User.objects.filter(pk=user_id).first()
+
+
+def user_detail(user: User) -> dict[str, Any]:
+    """The user as the API shows them: attributes, the segments they are in, their campaigns."""
     segments = (
         SegmentMembership.objects.filter(user=user)
         .order_by("segment__name")
@@ -37,7 +50,12 @@ def user_representation(user: User) -> dict[str, Any]:
     }
 
 
-def event_representation(event: Event) -> dict[str, Any]:
+def events_of(user_id: str) -> QuerySet[Event]:
+    """The user's events, newest first."""
+    return Event.objects.filter(user_id=user_id).order_by("-created_at", "-id")
+
+
+def event_detail(event: Event) -> dict[str, Any]:
     return {
         "id": event.id,
         "user_id": event.user_id,

@@ -3,6 +3,7 @@ from pathlib import Path
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
+from delivery.unsubscribe import unsubscribe_url
 from segflow.config import ConfigError, load_config
 from templates.preview import PreviewError, preview_email
 from templates.rendering import RenderError
@@ -21,7 +22,15 @@ class Command(BaseCommand):
     def handle(self, *args, **options):
         try:
             config = load_config(options["config"] or settings.SEGFLOW_CONFIG)
-            preview = preview_email(config, options["template"], options["user"], options["event"])
+            preview = preview_email(
+                config,
+                options["template"],
+                options["user"],
+                options["event"],
+                unsubscribe_url=lambda user_id: unsubscribe_url(
+                    user_id, f"preview:{options['template']}"
+                ),
+            )
         except (ConfigError, PreviewError, RenderError) as exc:
             raise CommandError(str(exc)) from exc
         default = Path("var") / "previews" / f"{options['template']}-{options['user']}.html"

@@ -7,187 +7,38 @@ problem, for example ``campaigns.onboarding.behavior: must be 'static' or 'dynam
 
 from __future__ import annotations
 
-import ast
-import hashlib
 import importlib
 import importlib.util
 import inspect
 import json
 import re
 import sys
-import textwrap
-import threading
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
 from datetime import timedelta
-from functools import cached_property
 from pathlib import Path
-from typing import Any, Literal, NotRequired, TypedDict
+from typing import Any
 
-# ---------------------------------------------------------------------------------------------
-# The public shape of a config, for type checkers and for people reading it.
-
-
-class EmailProviderSettings(TypedDict):
-    name: Literal["postmark", "amazon_ses", "django"]
-    # Postmark: the server token belongs in POSTMARK_SERVER_TOKEN; `api_key` still works.
-    api_key: NotRequired[str]
-    server_token: NotRequired[str]
-    message_stream: NotRequired[str]
-    broadcast_message_stream: NotRequired[str]
-    # Amazon SES: credentials come from the environment (boto3).
-    region: NotRequired[str]
-    configuration_set: NotRequired[str]
-
-
-class EmailProviderConfig(TypedDict):
-    config: EmailProviderSettings
-    from_address: str
-    reply_to: NotRequired[str]
-
-
-class TemplateConfig(TypedDict):
-    subject: str | Callable[..., str]
-    html: str | Callable[..., str]
-
-
-class SegmentConfig(TypedDict, total=False):
-    evaluator: Callable[..., Any]
-    sql: str
-    params: Callable[..., dict[str, Any]]
-    refresh_every: timedelta | None
-
-
-class CampaignConfig(TypedDict):
-    segments: list[str]
-    exclude_segments: NotRequired[list[str]]
-    behavior: Literal["static", "dynamic"]
-    flow: Callable[..., Iterator[Any]]
-
-
-class TransactionConfig(TypedDict):
-    event: str
-    subject: str | Callable[..., str]
-    html: str | Callable[..., str]
-
-
-class SegflowConfig(TypedDict, total=False):
-    email_provider: EmailProviderConfig
-    templates: dict[str, TemplateConfig]
-    segments: dict[str, SegmentConfig]
-    campaigns: dict[str, CampaignConfig]
-    transactions: dict[str, TransactionConfig]
-
-
-# ---------------------------------------------------------------------------------------------
-# The loaded, validated definitions.
-
-
-class ConfigError(Exception):
-    """The config is wrong; the message names the key and the problem."""
-
-
-PROVIDERS = ("postmark", "amazon_ses", "django")
-BEHAVIORS = ("static", "dynamic")
-MAX_NAME_LENGTH = 255
-
-
-@dataclass(frozen=True)
-class EmailProviderDef:
-    name: str
-    settings: dict[str, Any]
-    from_address: str
-    reply_to: str = ""
-
-    def describe(self) -> dict[str, Any]:
-        """What a push shows and stores: never the secrets."""
-        from .providers import provider_named
-
-        described: dict[str, Any] = {
-            "name": self.name,
-            "from_address": self.from_address,
-            "reply_to": self.reply_to,
-        }
-        options = provider_named(self.name).describe(self.settings)
-        if options:  # (left out when empty, so older pushes compare equal)
-            described["options"] = options
-        return described
-
-
-@dataclass(frozen=True)
-class EmailContentDef:
-    """What templates and transactions share: a subject and an HTML body."""
-
-    name: str
-    subject: str | Callable[..., str]
-    html: str | Callable[..., str]
-    html_path: Path | None
-    source: str
-    fingerprint: str
-
-
-@dataclass(frozen=True)
-class TemplateDef(EmailContentDef):
-    pass
-
-
-@dataclass(frozen=True)
-class TransactionDef(EmailContentDef):
-    event: str = ""
-
-
-@dataclass(frozen=True)
-class SegmentDef:
-    name: str
-    sql: str | None
-    evaluator: Callable[..., Any] | None
-    params: Callable[..., dict[str, Any]] | None
-    # How often the whole segment is re-evaluated because time alone changes its answer.
-    refresh_every: timedelta | None
-    source: str
-    fingerprint: str
-
-    @property
-    def kind(self) -> str:
-        return "sql" if self.sql is not None else "evaluator"
-
-
-@dataclass(frozen=True)
-class CampaignDef:
-    name: str
-    segments: tuple[str, ...]
-    exclude_segments: tuple[str, ...]
-    behavior: str
-    flow: Callable[..., Iterator[Any]]
-    source: str
-    fingerprint: str
-    flow_fingerprint: str
-
-
-@dataclass
-class Config:
-    location: str
-    base_dir: Path
-    email_provider: EmailProviderDef | None
-    templates: dict[str, TemplateDef] = field(default_factory=dict)
-    segments: dict[str, SegmentDef] = field(default_factory=dict)
-    campaigns: dict[str, CampaignDef] = field(default_factory=dict)
-    transactions: dict[str, TransactionDef] = field(default_factory=dict)
-
-    @cached_property
-    def fingerprint(self) -> str:
-        parts = {
-            "email_provider": self.email_provider.describe() if self.email_provider else None,
-            "templates": {k: v.fingerprint for k, v in self.templates.items()},
-            "segments": {k: v.fingerprint for k, v in self.segments.items()},
-            "campaigns": {k: v.fingerprint for k, v in self.campaigns.items()},
-            "transactions": {k: v.fingerprint for k, v in self.transactions.items()},
-        }
-        return _sha256(json.dumps(parts, sort_keys=True))
-
-    def transactions_for_event(self, event_name: str) -> list[TransactionDef]:
-        return [t for t in self.transactions.values() if t.event == event_name]
-
+from ..db import NAMED_PARAMETER
+from .definitions import (
+    BEHAVIORS,
+    MAX_NAME_LENGTH,
+    PROVIDERS,
+    CampaignDef,
+    Config,
+    ConfigError,
+    EmailProviderDef,
+    SegmentDef,
+    TemplateDef,
+    TransactionDef,
+    email_provider_settings,
+)
+from .introspection import (
+    literal_send_email_templates,
+    mentions_name,
+    positional_arity,
+    sha256,
+    source_of,
+)
 
 # ---------------------------------------------------------------------------------------------
 # Loading.
@@ -200,7 +51,7 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         path = path.expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"config: no file at {path}")
-        module_name = f"segflow_user_config_{_sha256(str(path))[:12]}"
+        module_name = f"segflow_user_config_{sha256(str(path))[:12]}"
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ConfigError(f"config: cannot import {path}")
@@ -281,10 +132,10 @@ def _email_provider(raw: Any, path: str) -> EmailProviderDef | None:
     reply_to = raw.get("reply_to", "")
     if not isinstance(reply_to, str) or (reply_to and "@" not in reply_to):
         raise ConfigError(f"{path}.reply_to: must be an email address, got {reply_to!r}")
-    from .providers import provider_named
-
     provider_settings = {k: v for k, v in settings.items() if k != "name"}
-    provider_named(name).check_settings(provider_settings, f"{path}.config")
+    provider = email_provider_settings(name)
+    if provider is not None:
+        provider.check_settings(provider_settings, f"{path}.config")
     return EmailProviderDef(
         name=name,
         settings=provider_settings,
@@ -335,7 +186,7 @@ def _email_content(
     source = (
         f"subject: {subject_source}\nhtml: {html if isinstance(html, str) else ''}\n{html_source}"
     )
-    fingerprint = _sha256(
+    fingerprint = sha256(
         json.dumps(
             [
                 subject_source,
@@ -366,7 +217,6 @@ def _transaction(name: str, raw: Any, path: str, base_dir: Path) -> TransactionD
     return _email_content(TransactionDef, name, raw, path, base_dir, subject_args=2, event=event)
 
 
-_NAMED_PARAM = re.compile(r"%\((\w+)\)s")
 _ESCAPED_OR_PARAM = re.compile(r"%%|%\(\w+\)s")
 _TIME_FUNCTIONS = re.compile(
     r"\b(NOW|CURRENT_TIMESTAMP|CURRENT_DATE|CURDATE|CURTIME|UTC_TIMESTAMP|SYSDATE)\b|'now'",
@@ -398,7 +248,7 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
             raise ConfigError(f"{path}.params: must be a function of `now` returning a dict")
         if params is not None:
             _check_arity(params, f"{path}.params", 1)
-        names = set(_NAMED_PARAM.findall(sql))
+        names = set(NAMED_PARAMETER.findall(sql))
         if params is None and names - {"now"}:
             unknown = ", ".join(sorted(names - {"now"}))
             raise ConfigError(
@@ -412,12 +262,12 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
             raise ConfigError(f"{path}.params: only SQL segments take params; evaluators get `now`")
         if not callable(evaluator):
             raise ConfigError(f"{path}.evaluator: must be a function taking the users QuerySet")
-        arity = _positional_arity(evaluator)
+        arity = positional_arity(evaluator)
         if arity not in (1, 2):
             raise ConfigError(
                 f"{path}.evaluator: must take (users) or (users, now), takes {arity} arguments"
             )
-        time_based = arity == 2 or _mentions_name(evaluator, "now")
+        time_based = arity == 2 or mentions_name(evaluator, "now")
         source = source_of(evaluator)
 
     refresh_every = None
@@ -436,7 +286,7 @@ def _segment(name: str, raw: Any, path: str) -> SegmentDef:
         params=params,
         refresh_every=refresh_every,
         source=source,
-        fingerprint=_sha256(
+        fingerprint=sha256(
             json.dumps([source, refresh_every.total_seconds() if refresh_every else None])
         ),
     )
@@ -471,17 +321,17 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
             f"{path}.flow: must be a generator function (a def with `yield rt.send_email(...)` "
             f"or `yield rt.wait(...)` in it), got {flow!r}"
         )
-    if _positional_arity(flow) != 2:
+    if positional_arity(flow) != 2:
         raise ConfigError(f"{path}.flow: must take two arguments, (ctx, rt)")
     flow_source = source_of(flow)
-    for template in _literal_send_email_templates(flow_source):
+    for template in literal_send_email_templates(flow_source):
         if template not in config.templates:
             raise ConfigError(
                 f"{path}.flow: sends template {template!r}, which is not in templates "
                 f"(known: {', '.join(sorted(config.templates)) or 'none'})"
             )
-    flow_fingerprint = _sha256(flow_source)
-    fingerprint = _sha256(json.dumps([segments, exclude, behavior, flow_fingerprint]))
+    flow_fingerprint = sha256(flow_source)
+    fingerprint = sha256(json.dumps([segments, exclude, behavior, flow_fingerprint]))
     return CampaignDef(
         name=name,
         segments=tuple(segments),
@@ -537,129 +387,8 @@ def _reject_unknown_keys(raw: dict, path: str, allowed: set[str]) -> None:
         )
 
 
-def _positional_arity(fn: Callable) -> int | None:
-    try:
-        signature = inspect.signature(fn)
-    except (TypeError, ValueError):
-        return None
-    kinds = (inspect.Parameter.POSITIONAL_ONLY, inspect.Parameter.POSITIONAL_OR_KEYWORD)
-    return sum(1 for p in signature.parameters.values() if p.kind in kinds)
-
-
 def _check_arity(fn: Callable, path: str, most: int) -> None:
-    arity = _positional_arity(fn)
+    arity = positional_arity(fn)
     if arity is not None and not 1 <= arity <= most:
         expected = "(user)" if most == 1 else "(user) or (user, event)"
         raise ConfigError(f"{path}: must be a function of {expected}, takes {arity} arguments")
-
-
-def call_with_arity(fn: Callable, *args: Any) -> Any:
-    """Call `fn` with as many of `args` as it takes: `lambda user:` and `lambda user, event:`."""
-    arity = _positional_arity(fn)
-    return fn(*args[: arity if arity is not None else len(args)])
-
-
-def _mentions_name(fn: Callable, name: str) -> bool:
-    """True if the function's code (or code nested in it) refers to `name`, e.g. timezone.now."""
-    stack = [getattr(fn, "__code__", None)]
-    while stack:
-        code = stack.pop()
-        if code is None:
-            continue
-        if name in code.co_names or name in code.co_varnames:
-            return True
-        stack.extend(c for c in code.co_consts if inspect.iscode(c))
-    return False
-
-
-def _literal_send_email_templates(source: str) -> list[str]:
-    """Template ids a flow passes to rt.send_email as string literals, found without running it."""
-    try:
-        tree = ast.parse(textwrap.dedent(source))
-    except SyntaxError:
-        return []
-    found = []
-    for node in ast.walk(tree):
-        if (
-            isinstance(node, ast.Call)
-            and isinstance(node.func, ast.Attribute)
-            and node.func.attr == "send_email"
-            and node.args
-            and isinstance(node.args[0], ast.Constant)
-            and isinstance(node.args[0].value, str)
-        ):
-            found.append(node.args[0].value)
-    return found
-
-
-def source_of(fn: Callable) -> str:
-    """The source code of a function, as narrow as can be found: a lambda's own text only."""
-    try:
-        lines, _ = inspect.getsourcelines(fn)
-    except (OSError, TypeError):
-        return repr(fn)
-    source = textwrap.dedent("".join(lines))
-    if getattr(fn, "__name__", "") != "<lambda>":
-        return source.strip()
-    lambdas = _lambda_segments(source)
-    if len(lambdas) == 1:
-        return lambdas[0]
-    # Several lambdas on the same lines: pick the one whose parameters match.
-    arg_names = fn.__code__.co_varnames[: fn.__code__.co_argcount]
-    matching = [
-        text for text, args in _lambda_segments(source, with_args=True) if args == arg_names
-    ]
-    return matching[0] if len(matching) == 1 else source.strip()
-
-
-def _lambda_segments(source: str, with_args: bool = False) -> list:
-    text = source.strip().rstrip(",")
-    for candidate in (text, f"({text})", f"{{{text}}}", f"f({text})"):
-        try:
-            tree = ast.parse(candidate)
-        except SyntaxError:
-            continue
-        found = []
-        for node in ast.walk(tree):
-            if isinstance(node, ast.Lambda):
-                segment = ast.get_source_segment(candidate, node) or ""
-                if with_args:
-                    found.append((segment, tuple(a.arg for a in node.args.args)))
-                else:
-                    found.append(segment)
-        return found
-    return []
-
-
-def _sha256(text: str) -> str:
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
-
-
-# ---------------------------------------------------------------------------------------------
-# The config a process runs with.
-
-_lock = threading.Lock()
-_current: Config | None = None
-
-
-def get_config() -> Config:
-    """The config this process runs with, loaded once from settings.SEGFLOW_CONFIG."""
-    global _current
-    if _current is None:
-        with _lock:
-            if _current is None:
-                _current = load_config(_configured_location())
-    return _current
-
-
-def set_config(config: Config | None) -> None:
-    """Replace the process's config (after a push, a reload, or in tests); None reloads lazily."""
-    global _current
-    with _lock:
-        _current = config
-
-
-def _configured_location() -> str:
-    from django.conf import settings
-
-    return settings.SEGFLOW_CONFIG

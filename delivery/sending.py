@@ -1,7 +1,7 @@
-"""The outbox: every email is a row before it is handed to the provider, under a unique key.
+"""Delivering the outbox: queued rows handed to the provider, each at most once.
 
-`queue_email` renders and stores the email (or finds the row a retry already stored);
-`deliver_emails` hands queued rows to the provider. A row moves:
+`delivery.outbox` stores each email as a row first; `deliver_emails` hands queued rows to the
+provider. A row moves:
 
     queued -> sending -> sent      (the provider took it; its message id is kept)
                       -> queued    (a passing failure: `next_attempt_at` says when the sweep
@@ -23,186 +23,25 @@ from __future__ import annotations
 
 import logging
 import time
-from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from anymail.exceptions import AnymailError
 from anymail.message import AnymailMessage
 from django.conf import settings
-from django.db import IntegrityError, OperationalError, connection, transaction
+from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from delivery.policy import block_reason as policy_block_reason
-from delivery.policy import block_reasons as policy_block_reasons
-from delivery.policy import normalize_address, suppress
-from delivery.tracking import OUTBOX_ID_METADATA
-from delivery.unsubscribe import list_unsubscribe_headers, unsubscribe_url
-from templates.rendering import RenderError, render_email
+from segflow.config import Config, EmailProviderDef
+from segflow.dispatch import enqueue_in_batches
 
-from .config import Config, EmailContentDef, EmailProviderDef
-from .models import Event, OutboxEmail, User
-from .providers import Failure, from_address, provider_for
+from .models import OutboxEmail, Suppression
+from .policy import block_reasons, normalize_address, suppress
+from .providers import Failure, provider_for
+from .tracking import OUTBOX_ID_METADATA
+from .unsubscribe import list_unsubscribe_headers
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class EmailOrigin:
-    """What caused an email; `key` is unique per cause, so one cause sends at most one email."""
-
-    key: str
-    template_name: str = ""
-    campaign_name: str = ""
-    cursor_id: int | None = None
-    step_index: int | None = None
-    transaction_name: str = ""
-    event: Event | None = None
-
-    @classmethod
-    def campaign_step(cls, campaign: str, cursor_id: int, step_index: int, template: str):
-        return cls(
-            key=f"campaign:{cursor_id}:{step_index}",
-            template_name=template,
-            campaign_name=campaign,
-            cursor_id=cursor_id,
-            step_index=step_index,
-        )
-
-    @classmethod
-    def transaction_event(cls, transaction_name: str, event: Event):
-        return cls(
-            key=f"transaction:{transaction_name}:{event.pk}",
-            template_name=transaction_name,
-            transaction_name=transaction_name,
-            event=event,
-        )
-
-    @property
-    def is_campaign(self) -> bool:
-        return bool(self.campaign_name)
-
-
-def queue_email(
-    config: Config,
-    content: EmailContentDef,
-    user: User,
-    origin: EmailOrigin,
-    *,
-    block_reason: str = "",
-) -> OutboxEmail:
-    """Store the email for `origin`, rendered for `user`, and deliver it after commit.
-
-    Returns the existing row if `origin` already has one. A user without an email address, a
-    suppressed address, an unsubscribed user (for campaign email) or a `block_reason` gives a
-    `skipped` row that says why, and nothing is sent.
-    """
-    existing = OutboxEmail.objects.filter(key=origin.key).first()
-    if existing is not None:
-        return existing
-    if not block_reason and user.email:
-        block_reason = policy_block_reason(user.pk, user.email, campaign=origin.is_campaign)
-    row = _new_row(config, content, user, origin, block_reason)
-    try:
-        with transaction.atomic():
-            row.save(force_insert=True)
-    except IntegrityError:
-        # Another worker stored this origin's email first: theirs is the one.
-        return OutboxEmail.objects.get(key=origin.key)
-    _after_insert(row)
-    if row.status == OutboxEmail.Status.QUEUED:
-        from .dispatch import enqueue
-
-        transaction.on_commit(lambda: enqueue("deliver_emails", [row.pk]))
-    return row
-
-
-class OutboxWriter:
-    """Queues the campaign emails of a batch of cursors with few statements.
-
-    The rows the cursors already stored and the suppressions and unsubscriptions of their users
-    are read once, up front; the deliveries go out after commit as one task. The caller holds the
-    cursors' row locks, so no other worker stores emails for them meanwhile.
-    """
-
-    def __init__(self, config: Config, cursor_ids: list[int], users: list[User]) -> None:
-        self.config = config
-        self.existing = {
-            row.key: row for row in OutboxEmail.objects.filter(cursor_id__in=cursor_ids)
-        }
-        self.blocked = policy_block_reasons(
-            [(user.pk, user.email) for user in users], campaign=True
-        )
-        self.queued: list[int] = []
-
-    def queue(self, content: EmailContentDef, user: User, origin: EmailOrigin) -> OutboxEmail:
-        existing = self.existing.get(origin.key)
-        if existing is not None:
-            return existing
-        reason = self.blocked.get((user.pk, normalize_address(user.email)), "")
-        row = _new_row(self.config, content, user, origin, reason)
-        row.save(force_insert=True)
-        _after_insert(row)
-        self.existing[origin.key] = row
-        if row.status == OutboxEmail.Status.QUEUED:
-            self.queued.append(row.pk)
-        return row
-
-    def deliver_after_commit(self) -> None:
-        if self.queued:
-            from .dispatch import enqueue
-
-            ids = list(self.queued)
-            transaction.on_commit(lambda: enqueue("deliver_emails", ids))
-
-
-def _new_row(
-    config: Config, content: EmailContentDef, user: User, origin: EmailOrigin, block_reason: str
-) -> OutboxEmail:
-    """The unsaved row for `origin`: rendered and queued, or skipped or failed with the reason."""
-    now = timezone.now()
-    row = OutboxEmail(
-        key=origin.key,
-        user=user,
-        to_address=user.email,
-        from_address=from_address(config.email_provider),
-        provider=provider_for(config.email_provider).name,
-        template_name=origin.template_name,
-        campaign_name=origin.campaign_name,
-        cursor_id=origin.cursor_id,
-        step_index=origin.step_index,
-        transaction_name=origin.transaction_name,
-        event=origin.event,
-        created_at=now,
-        updated_at=now,
-    )
-    if not row.to_address:
-        block_reason = block_reason or "the user has no email address (set the attribute `email`)"
-    if block_reason:
-        row.status, row.reason = OutboxEmail.Status.SKIPPED, block_reason
-        return row
-    if origin.is_campaign:
-        row.unsubscribe_url = unsubscribe_url(user.pk, origin.key)
-    try:
-        rendered = render_email(
-            content,
-            config.base_dir,
-            user,
-            origin.event,
-            version=config.fingerprint,
-            unsubscribe_url=row.unsubscribe_url,
-        )
-    except RenderError as exc:
-        row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
-    else:
-        row.subject, row.html, row.text = rendered.subject, rendered.html, rendered.text
-    return row
-
-
-def _after_insert(row: OutboxEmail) -> None:
-    if row.status != OutboxEmail.Status.QUEUED:
-        log = logger.error if row.status == OutboxEmail.Status.FAILED else logger.info
-        log("email %s not sent: %s", row.key, row.reason)
 
 
 def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> AnymailMessage:
@@ -239,7 +78,7 @@ def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
     )
     # Bounces, complaints and unsubscribes that arrived since a row was queued still count.
     blocked = {
-        campaign: policy_block_reasons(
+        campaign: block_reasons(
             [(row.user_id, row.to_address) for row in rows if bool(row.campaign_name) == campaign],
             campaign=campaign,
         )
@@ -373,8 +212,6 @@ def _failed(row: OutboxEmail, provider_name: str, failure: Failure) -> str:
         reason = failure.reason
     logger.error("email %s failed: %s", row.key, reason)
     if failure.suppress_address:
-        from delivery.models import Suppression
-
         suppress(
             row.to_address,
             Suppression.Reason.INACTIVE,
@@ -513,8 +350,6 @@ def send_again(outbox_ids: list[int]) -> int:
         next_attempt_at=None,
         updated_at=now,
     )
-    from .dispatch import enqueue_in_batches
-
     transaction.on_commit(lambda: enqueue_in_batches("deliver_emails", ids))
     return len(ids)
 

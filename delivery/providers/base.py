@@ -17,7 +17,7 @@ from anymail.exceptions import AnymailError, AnymailRecipientsRefused
 from django.core.mail import EmailMessage, get_connection
 from django.core.mail.backends.base import BaseEmailBackend
 
-from ..config import ConfigError
+from segflow.config import ConfigError
 
 logger = logging.getLogger(__name__)
 
@@ -44,7 +44,7 @@ class Failure:
 
 
 class EmailProvider:
-    """One email provider: subclass per provider module, registered in segflow.providers."""
+    """One email provider: subclass per provider module, registered in delivery.providers."""
 
     name: ClassVar[str]
     # What anymail calls it in the events of its tracking webhooks.

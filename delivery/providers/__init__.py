@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from django.conf import settings
 
-from ..config import EmailProviderDef
+from segflow.config import EmailProviderDef, register_email_provider
+
 from .amazon_ses import AmazonSESProvider
 from .base import EmailProvider, Failure
 from .django import DjangoProvider
@@ -18,6 +19,9 @@ from .postmark import PostmarkProvider
 PROVIDERS: dict[str, EmailProvider] = {
     p.name: p for p in (PostmarkProvider(), AmazonSESProvider(), DjangoProvider())
 }
+# The config asks each provider which settings it takes and which of them may be shown.
+for _provider in PROVIDERS.values():
+    register_email_provider(_provider.name, _provider)
 
 __all__ = [
     "PROVIDERS",

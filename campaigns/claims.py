@@ -1,0 +1,52 @@
+"""Who is due: claiming cursors for running, with leases so each is handed out once at a time.
+
+A claim sets `claimed_until`; until then no other claimer takes the cursor, and once it passes
+(its worker died) the cursor is handed out again. The runner clears the claim when it has run.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime, timedelta
+
+from django.conf import settings
+from django.db import transaction
+from django.db.models import Q
+
+from .models import Cursor
+
+
+def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
+    """Claim up to `limit` due cursors for running now; return their ids.
+
+    Row locks that skip rows other claimers hold (MySQL 8, MariaDB 10.6+) let any number of
+    schedulers claim at once without handing out a cursor twice; a claim lasts
+    SEGFLOW_CLAIM_LEASE_SECONDS, so a cursor whose worker died is handed out again after it.
+    """
+    lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
+    with transaction.atomic():
+        ids = list(
+            Cursor.objects.select_for_update(skip_locked=True)
+            .filter(status=Cursor.Status.ACTIVE, due_at__lte=now)
+            .filter(Q(claimed_until__isnull=True) | Q(claimed_until__lt=now))
+            .order_by("due_at")
+            .values_list("pk", flat=True)[:limit]
+        )
+        if ids:
+            Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return ids
+
+
+def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
+    """Claim the users' cursors that have not run a step yet and nobody holds, to start them now
+    (claimed, so the schedule's next tick does not hand them out a second time)."""
+    unclaimed = Cursor.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        user_id__in=user_ids,
+        status=Cursor.Status.ACTIVE,
+        step_count=0,
+    )
+    ids = list(unclaimed.values_list("pk", flat=True))
+    if ids:
+        lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
+        Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return ids

@@ -1,0 +1,361 @@
+"""Running cursors: replaying a cursor's flow and performing its next steps, a batch at a time.
+
+A batch locks its users, then their cursors (both in id order), replays each cursor's flow over
+its recorded steps (`campaigns.flow`), performs the next steps through the step registry
+(`campaigns.steps`) up to a wait or the end, and stores the new step records, the cursors and the
+emails (`delivery.outbox`) with a few statements for the whole batch.
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import datetime
+from enum import StrEnum
+
+from django.db import OperationalError, connection, transaction
+from django.utils import timezone
+
+from delivery.models import OutboxEmail
+from delivery.outbox import EmailOrigin, OutboxWriter
+from segflow.config import CampaignDef, Config
+from segflow.db import lock_users
+from segflow.models import User
+from segflow.users import mark_attributes_changed
+
+from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
+from .models import Campaign, Cursor, CursorStep
+from .steps import SendEmailResult, Step, StepError, StepOutcome
+
+logger = logging.getLogger(__name__)
+
+# A flow that takes this many steps without ever waiting is looping: stop it, sending nothing.
+MAX_STEPS_PER_ADVANCE = 25
+
+
+class Advanced(StrEnum):
+    """What advancing a cursor did."""
+
+    WAITING = "waiting"
+    COMPLETED = Cursor.Status.COMPLETED.value
+    FAILED = Cursor.Status.FAILED.value
+    DIVERGED = Cursor.Status.DIVERGED.value
+    NOT_ACTIVE = "not active"
+    NOT_DUE = "not due"
+    CONFIG_MISMATCH = "config mismatch"
+    GONE = "gone"
+    ERROR = "error"
+
+
+class RunawayFlow(Exception):
+    pass
+
+
+class _Performer:
+    """What a step of one cursor may do (see `campaigns.steps.StepPerformer`)."""
+
+    def __init__(
+        self, config: Config, cursor: Cursor, user: User, index: int, now: datetime, emails
+    ) -> None:
+        self.config, self.cursor, self.user, self.index = config, cursor, user, index
+        self.now, self.emails = now, emails
+
+    def send_email(self, template: str) -> SendEmailResult:
+        content = self.config.templates.get(template)
+        if content is None:
+            raise StepError(
+                f"send_email({template!r}): no such template in the config "
+                f"(known: {', '.join(sorted(self.config.templates)) or 'none'})"
+            )
+        origin = EmailOrigin.campaign_step(
+            self.cursor.campaign.name, self.cursor.pk, self.index, template
+        )
+        row = self.emails.queue(content, self.user, origin)
+        return SendEmailResult(
+            success=row.status
+            in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING, OutboxEmail.Status.SENT),
+            status=row.status,
+            reason=row.reason,
+            outbox_id=row.pk,
+        )
+
+
+def history_of(cursor: Cursor) -> list[RecordedStep]:
+    return [
+        RecordedStep(kind=s.kind, args=s.args, result=s.result, user_snapshot=s.user_snapshot)
+        for s in cursor.steps.all()  # in step order (CursorStep.Meta.ordering); may be prefetched
+    ]
+
+
+CURSOR_FIELDS = [
+    "step_count",
+    "due_at",
+    "claimed_until",
+    "updated_at",
+    "status",
+    "entry_key",
+    "ended_at",
+    "end_reason",
+    "error",
+]
+
+
+def advance_cursor(cursor_id: int, config: Config, now: datetime | None = None) -> Advanced:
+    """Run a due cursor's next steps up to its next wait or its end. Returns what happened.
+
+    Safe to call twice, at once, from two workers: the cursor's row is locked and re-checked, and
+    every email has a unique outbox key per cursor and step.
+    """
+    try:
+        with transaction.atomic():
+            return _advance_locked([cursor_id], config, now).get(cursor_id, Advanced.GONE)
+    except RunawayFlow as exc:
+        # Everything that run did was rolled back, its emails included; only the failure stays.
+        with transaction.atomic():
+            cursor = Cursor.objects.select_for_update().filter(pk=cursor_id).first()
+            if cursor is None:
+                return Advanced.GONE
+            failed_at = now or timezone.now()
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), failed_at, error=str(exc))
+            cursor.save()
+            _log_ended(cursor)
+        return Advanced.FAILED
+
+
+def advance_cursors(
+    cursor_ids: list[int], config: Config, now: datetime | None = None
+) -> dict[int, Advanced]:
+    """Advance a batch of due cursors in one transaction, with a few statements per cursor
+    instead of a few dozen. Returns what happened to each, like `advance_cursor`."""
+    try:
+        with transaction.atomic():
+            outcomes = _advance_locked(cursor_ids, config, now)
+    except OperationalError:
+        raise  # a lock conflict: the task tries the batch again
+    except Exception as exc:
+        # One of them loops or breaks, and the batch was rolled back: one by one, so that only
+        # that one is held up.
+        if not isinstance(exc, RunawayFlow):
+            logger.exception(
+                "a batch of %s cursors failed; running them one by one", len(cursor_ids)
+            )
+        outcomes = {}
+        for cursor_id in cursor_ids:
+            try:
+                outcomes[cursor_id] = advance_cursor(cursor_id, config, now)
+            except OperationalError:
+                raise
+            except Exception:
+                logger.exception(
+                    "cursor %s could not be advanced; its lease hands it out again", cursor_id
+                )
+                outcomes[cursor_id] = Advanced.ERROR
+    return {cursor_id: outcomes.get(cursor_id, Advanced.GONE) for cursor_id in cursor_ids}
+
+
+def _advance_locked(
+    cursor_ids: list[int], config: Config, now: datetime | None
+) -> dict[int, Advanced]:
+    user_ids = sorted(
+        set(Cursor.objects.filter(pk__in=cursor_ids).values_list("user_id", flat=True))
+    )
+    # Lock order everywhere: the users, then their cursors; both in id order, so two batches
+    # never wait on each other in a circle. (Not the campaign row: MariaDB would lock it too
+    # with a join, and every worker would queue behind that one row.)
+    users = lock_users(user_ids)
+    cursors = list(
+        Cursor.objects.select_for_update()
+        .filter(pk__in=cursor_ids, user_id__in=list(users))
+        .prefetch_related("steps")
+        .order_by("pk")
+    )
+    # The time is read once the locks are held: a batch that waited for another worker's
+    # must see the steps that worker just made due.
+    now = now or timezone.now()
+    campaigns = Campaign.objects.in_bulk({cursor.campaign_id for cursor in cursors})
+    outcomes: dict[int, Advanced] = {}
+    runnable = []
+    for cursor in cursors:
+        cursor.campaign = campaigns[cursor.campaign_id]
+        if cursor.status != Cursor.Status.ACTIVE:
+            outcomes[cursor.pk] = Advanced.NOT_ACTIVE
+        elif cursor.due_at is None or cursor.due_at > now:
+            outcomes[cursor.pk] = Advanced.NOT_DUE
+        elif (
+            definition := config.campaign_as_pushed(
+                cursor.campaign.name, cursor.campaign.flow_fingerprint
+            )
+        ) is None:
+            logger.warning(
+                "cursor %s left waiting: this process's config does not have the pushed flow of "
+                "campaign %r; restart it with the config that was pushed",
+                cursor.pk,
+                cursor.campaign.name,
+            )
+            outcomes[cursor.pk] = Advanced.CONFIG_MISMATCH
+        else:
+            runnable.append((cursor, definition))
+    if not runnable:
+        return outcomes
+    emails = OutboxWriter(
+        config,
+        [users[c.user_id] for c, _ in runnable],
+        cursor_ids=[c.pk for c, _ in runnable],
+        campaign=True,
+    )
+    steps: list[CursorStep] = []
+    for cursor, definition in runnable:
+        outcomes[cursor.pk] = _run_steps(
+            cursor, users[cursor.user_id], definition, config, now, emails, steps
+        )
+    CursorStep.objects.bulk_create(steps)
+    _save_cursors([cursor for cursor, _ in runnable])
+    emails.deliver_after_commit()
+    for cursor, _ in runnable:
+        if cursor.status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
+            _log_ended(cursor)
+    return outcomes
+
+
+def _save_cursors(cursors: list[Cursor]) -> None:
+    """One plain UPDATE per cursor, sent as a batch (Django's bulk_update builds a CASE per
+    field and cursor, and costs more than the statements it saves)."""
+    fields = [Cursor._meta.get_field(name) for name in CURSOR_FIELDS]
+    quote = connection.ops.quote_name
+    sql = (
+        f"UPDATE {quote(Cursor._meta.db_table)} SET "
+        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
+        + f" WHERE {quote(Cursor._meta.pk.column)} = %s"
+    )
+    rows = [
+        [f.get_db_prep_save(getattr(cursor, f.attname), connection) for f in fields] + [cursor.pk]
+        for cursor in cursors
+    ]
+    with connection.cursor() as db:
+        db.executemany(sql, rows)
+
+
+def _run_steps(
+    cursor: Cursor,
+    user: User,
+    definition: CampaignDef,
+    config: Config,
+    now: datetime,
+    emails: OutboxWriter,
+    steps: list[CursorStep],
+) -> Advanced:
+    """Replay the cursor's flow and perform its next steps, up to a wait or the end. The cursor
+    is changed in memory and its new step records added to `steps`; the caller saves both."""
+    cursor.updated_at = now
+    cursor.claimed_until = None
+    try:
+        run = FlowRun(
+            definition.flow,
+            user_id=user.id,
+            attributes=user.attributes or {},
+            history=history_of(cursor),
+            campaign=definition.name,
+        )
+    except FlowDiverged as exc:
+        end_cursor(cursor, Cursor.Status.DIVERGED, f"the flow changed: {exc}", now)
+        return Advanced(cursor.status)
+    except FlowFailed as exc:
+        end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=exc.details)
+        return Advanced(cursor.status)
+
+    index = cursor.step_count
+    outcome_label = Advanced.WAITING
+    for _ in range(MAX_STEPS_PER_ADVANCE):
+        try:
+            next_step = run.next_step()
+        except FlowFailed as exc:
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=exc.details)
+            outcome_label = Advanced.FAILED
+            break
+        _apply_writes(user, run.pending_writes)
+        step: Step | None = next_step.step
+        if step is None:
+            end_cursor(cursor, Cursor.Status.COMPLETED, "the flow finished", now)
+            outcome_label = Advanced.COMPLETED
+            break
+        try:
+            outcome: StepOutcome = step.perform(
+                _Performer(config, cursor, user, index, now, emails)
+            )
+        except StepError as exc:
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
+            outcome_label = Advanced.FAILED
+            break
+        steps.append(
+            CursorStep(
+                cursor=cursor,
+                index=index,
+                kind=step.kind,
+                args=step.to_record(),
+                result=outcome.recorded_result,
+                user_snapshot=next_step.user_snapshot,
+                created_at=now,
+            )
+        )
+        index += 1
+        run.step_done(step, outcome.result)
+        if outcome.due_at is not None:
+            cursor.due_at = outcome.due_at
+            break
+    else:
+        raise RunawayFlow(
+            f"the flow took {MAX_STEPS_PER_ADVANCE} steps without a wait; nothing of them was sent"
+        )
+    cursor.step_count = index
+    _save_writes(user, run.pending_writes, now)
+    return outcome_label
+
+
+def _log_ended(cursor: Cursor) -> None:
+    logger.warning(
+        "cursor %s (campaign %r, user %r) %s: %s",
+        cursor.pk,
+        cursor.campaign.name,
+        cursor.user_id,
+        cursor.status,
+        cursor.end_reason,
+    )
+
+
+def end_cursor(cursor: Cursor, status: str, reason: str, now: datetime, error: str = "") -> None:
+    """Mark a cursor finished (in memory; the caller saves it)."""
+    cursor.status = status
+    cursor.due_at = None
+    cursor.ended_at = now
+    cursor.end_reason = reason
+    cursor.error = error
+    if status in (Cursor.Status.EXITED, Cursor.Status.ENDED):
+        cursor.entry_key = None
+
+
+def _apply_writes(user: User, writes: dict) -> None:
+    if writes:
+        user.attributes = {**(user.attributes or {}), **writes}
+
+
+def _save_writes(user: User, writes: dict, now: datetime) -> None:
+    """Store what the flow assigned to ctx.user, and have the user's segments re-evaluated."""
+    if not writes:
+        return
+    mark_attributes_changed(user, now)
+
+
+def replay_check(cursor: Cursor, definition: CampaignDef) -> str | None:
+    """None if the cursor's history replays cleanly on `definition`'s flow, else the reason."""
+    try:
+        FlowRun(
+            definition.flow,
+            user_id=cursor.user_id,
+            attributes={},
+            history=history_of(cursor),
+            campaign=definition.name,
+        )
+    except FlowDiverged as exc:
+        return f"the flow changed: {exc}"
+    except FlowFailed as exc:
+        return f"the changed flow fails on replay: {exc}"
+    return None

@@ -1,0 +1,166 @@
+"""The outbox: every email is a row before it is handed to the provider, under a unique key.
+
+`OutboxWriter` is the one way rows are written: campaigns and transactions alike queue their
+emails through it, a batch at a time. Each row is rendered and stored under the key of its cause
+(a cursor's step, or a transaction and an event), so a retried step or event finds its row
+instead of sending again; rows that may not be sent (no address, suppressed, unsubscribed) are
+stored `skipped` with the reason. `delivery.sending` then hands queued rows to the provider.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from django.db import transaction
+from django.db.models import Q
+from django.utils import timezone
+
+from segflow.config import Config, EmailContentDef
+from segflow.dispatch import enqueue
+from segflow.models import Event, User
+from templates.rendering import RenderError, render_email
+
+from .models import OutboxEmail
+from .policy import block_reasons, normalize_address
+from .providers import from_address, provider_for
+from .unsubscribe import unsubscribe_url
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class EmailOrigin:
+    """What caused an email; `key` is unique per cause, so one cause sends at most one email."""
+
+    key: str
+    template_name: str = ""
+    campaign_name: str = ""
+    cursor_id: int | None = None
+    step_index: int | None = None
+    transaction_name: str = ""
+    event: Event | None = None
+
+    @classmethod
+    def campaign_step(cls, campaign: str, cursor_id: int, step_index: int, template: str):
+        return cls(
+            key=f"campaign:{cursor_id}:{step_index}",
+            template_name=template,
+            campaign_name=campaign,
+            cursor_id=cursor_id,
+            step_index=step_index,
+        )
+
+    @classmethod
+    def transaction_event(cls, transaction_name: str, event: Event):
+        return cls(
+            key=f"transaction:{transaction_name}:{event.pk}",
+            template_name=transaction_name,
+            transaction_name=transaction_name,
+            event=event,
+        )
+
+    @property
+    def is_campaign(self) -> bool:
+        return bool(self.campaign_name)
+
+
+class OutboxWriter:
+    """Queues the emails of a batch of cursor steps or events with few statements.
+
+    The rows the batch's causes already stored (by cursor or by event) and the suppressions and
+    unsubscriptions of its users are read once, up front; the deliveries go out after commit as
+    one task. The caller holds the locks of the users (and cursors), so no other worker stores
+    emails for the same causes meanwhile.
+    """
+
+    def __init__(
+        self,
+        config: Config,
+        users: list[User],
+        *,
+        cursor_ids: list[int] = (),
+        event_ids: list[int] = (),
+        campaign: bool,
+    ) -> None:
+        self.config = config
+        self.existing = (
+            {
+                row.key: row
+                for row in OutboxEmail.objects.filter(
+                    Q(cursor_id__in=list(cursor_ids)) | Q(event_id__in=list(event_ids))
+                )
+            }
+            if cursor_ids or event_ids
+            else {}
+        )
+        self.blocked = block_reasons([(user.pk, user.email) for user in users], campaign=campaign)
+        self.queued: list[int] = []
+
+    def queue(self, content: EmailContentDef, user: User, origin: EmailOrigin) -> OutboxEmail:
+        """Store the email for `origin`, rendered for `user`; or the row it already has."""
+        existing = self.existing.get(origin.key)
+        if existing is not None:
+            return existing
+        reason = self.blocked.get((user.pk, normalize_address(user.email)), "")
+        row = _new_row(self.config, content, user, origin, reason)
+        row.save(force_insert=True)
+        _after_insert(row)
+        self.existing[origin.key] = row
+        if row.status == OutboxEmail.Status.QUEUED:
+            self.queued.append(row.pk)
+        return row
+
+    def deliver_after_commit(self) -> None:
+        if self.queued:
+            ids = list(self.queued)
+            transaction.on_commit(lambda: enqueue("deliver_emails", ids))
+
+
+def _new_row(
+    config: Config, content: EmailContentDef, user: User, origin: EmailOrigin, block_reason: str
+) -> OutboxEmail:
+    """The unsaved row for `origin`: rendered and queued, or skipped or failed with the reason."""
+    now = timezone.now()
+    row = OutboxEmail(
+        key=origin.key,
+        user=user,
+        to_address=user.email,
+        from_address=from_address(config.email_provider),
+        provider=provider_for(config.email_provider).name,
+        template_name=origin.template_name,
+        campaign_name=origin.campaign_name,
+        cursor_id=origin.cursor_id,
+        step_index=origin.step_index,
+        transaction_name=origin.transaction_name,
+        event=origin.event,
+        created_at=now,
+        updated_at=now,
+    )
+    if not row.to_address:
+        block_reason = block_reason or "the user has no email address (set the attribute `email`)"
+    if block_reason:
+        row.status, row.reason = OutboxEmail.Status.SKIPPED, block_reason
+        return row
+    if origin.is_campaign:
+        row.unsubscribe_url = unsubscribe_url(user.pk, origin.key)
+    try:
+        rendered = render_email(
+            content,
+            config.base_dir,
+            user,
+            origin.event,
+            version=config.fingerprint,
+            unsubscribe_url=row.unsubscribe_url,
+        )
+    except RenderError as exc:
+        row.status, row.reason = OutboxEmail.Status.FAILED, str(exc)
+    else:
+        row.subject, row.html, row.text = rendered.subject, rendered.html, rendered.text
+    return row
+
+
+def _after_insert(row: OutboxEmail) -> None:
+    if row.status != OutboxEmail.Status.QUEUED:
+        log = logger.error if row.status == OutboxEmail.Status.FAILED else logger.info
+        log("email %s not sent: %s", row.key, row.reason)

@@ -1,0 +1,60 @@
+"""The segflow config: its public shape, the loaded definitions, and loading them.
+
+- `definitions`: `SegflowConfig` (what a config file writes) and the frozen definitions a loaded
+  config is made of (`Config`, `CampaignDef`, ...);
+- `loading`: importing a config file and validating every key, with errors that name the key;
+- `introspection`: reading a config's functions without running them (sources, fingerprints).
+
+Which config a process runs is not here: see `segflow.live_config`.
+"""
+
+from .definitions import (
+    BEHAVIORS,
+    MAX_NAME_LENGTH,
+    PROVIDERS,
+    CampaignConfig,
+    CampaignDef,
+    Config,
+    ConfigError,
+    EmailContentDef,
+    EmailProviderConfig,
+    EmailProviderDef,
+    EmailProviderSettings,
+    SegflowConfig,
+    SegmentConfig,
+    SegmentDef,
+    TemplateConfig,
+    TemplateDef,
+    TransactionConfig,
+    TransactionDef,
+    register_email_provider,
+)
+from .introspection import call_with_arity, source_of
+from .loading import import_config_module, load_config, validate_config
+
+__all__ = [
+    "BEHAVIORS",
+    "MAX_NAME_LENGTH",
+    "PROVIDERS",
+    "CampaignConfig",
+    "CampaignDef",
+    "Config",
+    "ConfigError",
+    "EmailContentDef",
+    "EmailProviderConfig",
+    "EmailProviderDef",
+    "EmailProviderSettings",
+    "SegflowConfig",
+    "SegmentConfig",
+    "SegmentDef",
+    "TemplateConfig",
+    "TemplateDef",
+    "TransactionConfig",
+    "TransactionDef",
+    "call_with_arity",
+    "import_config_module",
+    "load_config",
+    "register_email_provider",
+    "source_of",
+    "validate_config",
+]

@@ -1,0 +1,67 @@
+"""Database helpers every layer shares: the lock order, vendor differences, placeholders.
+
+Kept in one place so that the rules they carry (users are locked in id order before anything
+that belongs to them; an insert that may collide is written the same way on every vendor) are
+written once.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Sequence
+from typing import TYPE_CHECKING
+
+from django.db import connection
+from django.db.backends.signals import connection_created
+from django.dispatch import receiver
+
+if TYPE_CHECKING:
+    from .models import User
+
+# A named parameter in segment SQL: %(now)s.
+NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+def lock_users(user_ids: Iterable[str]) -> dict[str, User]:
+    """Lock the users with these ids, in id order, and return them by id (missing ones left out).
+
+    Lock order everywhere: the users (in id order), then what belongs to them. Two transactions
+    that lock overlapping users in their own orders would deadlock.
+    """
+    from .models import User
+
+    ids = sorted(set(user_ids))
+    if not ids:
+        return {}
+    return {
+        user.pk: user for user in User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    }
+
+
+def lock_user(user_id: str) -> User | None:
+    """Lock one user (see `lock_users`); None if there is no such user."""
+    return lock_users([user_id]).get(user_id)
+
+
+def insert_ignore() -> str:
+    """The start of an INSERT that skips rows colliding with a unique key, on this vendor."""
+    return "INSERT OR IGNORE" if connection.vendor == "sqlite" else "INSERT IGNORE"
+
+
+def placeholders(values: Sequence | int) -> str:
+    """`%s, %s, ...`, one for each value (or for a count)."""
+    count = values if isinstance(values, int) else len(values)
+    return ", ".join(["%s"] * count)
+
+
+def _json_unquote(value):
+    # SQLite's JSON_EXTRACT already returns strings unquoted, where MySQL's returns JSON text that
+    # needs JSON_UNQUOTE. Giving SQLite a JSON_UNQUOTE that passes values through lets one query
+    # text, JSON_UNQUOTE(JSON_EXTRACT(...)), run alike on both.
+    return value
+
+
+@receiver(connection_created)
+def add_mysql_functions_to_sqlite(sender, connection, **kwargs) -> None:
+    if connection.vendor == "sqlite":
+        connection.connection.create_function("JSON_UNQUOTE", 1, _json_unquote, deterministic=True)
