@@ -22,7 +22,7 @@ from anymail.signals import AnymailTrackingEvent, EventType
 from django.db import transaction
 from django.utils import timezone
 
-from segflow.models import User
+from segflow.db import lock_user
 from segflow.users import record_event
 
 from .models import OutboxEmail, Suppression
@@ -85,8 +85,7 @@ def handle_tracking_event(event: AnymailTrackingEvent, esp_name: str) -> str | N
     provider_name = provider.name if provider else esp_name
     with transaction.atomic():
         if row is not None:
-            # Lock order everywhere: the user, then their rows.
-            User.objects.select_for_update().filter(pk=row.user_id).first()
+            lock_user(row.user_id)  # the lock order: the user, then their rows
             row = OutboxEmail.objects.select_for_update().filter(pk=row.pk).first()
         if outcome in ("bounced", "complained") and event.recipient:
             suppress(

@@ -16,7 +16,7 @@ from django.core import signing
 from django.db import transaction
 from django.urls import reverse
 
-from segflow.models import User
+from segflow.db import lock_user
 from segflow.users import UserNotFound, record_event
 
 from .models import OutboxEmail, Unsubscription
@@ -72,7 +72,7 @@ def unsubscribe(user_id: str, method: str, outbox_key: str = "") -> bool:
     Raises UserNotFound for a user who no longer exists.
     """
     with transaction.atomic():
-        user = User.objects.select_for_update().filter(pk=user_id).first()
+        user = lock_user(user_id)
         if user is None:
             raise UserNotFound(user_id)
         email = (

@@ -64,3 +64,33 @@ def test_the_flow_engine_stays_free_of_django(scratch_copy: Path):
     result = lint_imports(scratch_copy)
     assert result.returncode != 0
     assert "The flow engine's replay core is plain Python BROKEN" in result.stdout
+
+
+def test_every_name_the_architecture_page_gives_exists():
+    import importlib
+    import re
+
+    text = (ROOT / "docs" / "architecture.md").read_text()
+    names = set(
+        re.findall(
+            r"`((?:segflow|campaigns|segments|transactions|delivery|templates)\.[\w.]+)", text
+        )
+    )
+    assert len(names) > 20
+    missing = []
+    for name in sorted(names):
+        parts = name.split(".")
+        for cut in range(len(parts), 0, -1):
+            try:
+                target = importlib.import_module(".".join(parts[:cut]))
+            except ImportError:
+                continue
+            try:
+                for attribute in parts[cut:]:
+                    target = getattr(target, attribute)
+            except AttributeError:
+                missing.append(name)
+            break
+        else:
+            missing.append(name)
+    assert not missing, f"docs/architecture.md names what the code does not have: {missing}"

@@ -10,7 +10,6 @@ from rest_framework.exceptions import (
     ValidationError,
 )
 from rest_framework.response import Response
-from rest_framework.views import exception_handler as drf_exception_handler
 
 
 class PayloadTooLarge(APIException):
@@ -33,6 +32,9 @@ class InvalidInput(ValidationError):
 def exception_handler(exc, context):
     if isinstance(exc, RequestDataTooBig):  # over DATA_UPLOAD_MAX_MEMORY_SIZE: Django's check
         exc = PayloadTooLarge()
+    # (Imported here: rest_framework.views loads the API's parsers, which import this module.)
+    from rest_framework.views import exception_handler as drf_exception_handler
+
     response = drf_exception_handler(exc, context)
     if response is None:
         return None
