@@ -127,9 +127,11 @@ def test(args: list[str]) -> int:
     if not answers(REDIS_TEST_URL, 6379):
         without_redis = " and not redis"
         say(f"No Redis answers at {REDIS_TEST_URL}: the tests that need one are left out.")
+    say("Import contracts (lint-imports: layers point down, no import circle) ...")
+    failed = run(VENV / "bin" / "lint-imports", env=base_env) != 0
     say("Tests on SQLite ...")
     # Tests of row locks and of real workers need MySQL/MariaDB; they run in the second pass.
-    failed = (
+    failed |= (
         run(PYTHON, "-m", "pytest", "-m", "not mysql_only" + without_redis, *args, env=base_env)
         != 0
     )
