@@ -7,8 +7,8 @@ deployment comes from the environment, never from the config in Git. See docs/em
 from .env import env
 
 # Used when the config names no email_provider, or names "django": the console in the embedded
-# default, so every email is printed by the server (and kept in the outbox).
-EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="django.core.mail.backends.console.EmailBackend")
+# default, so every email is printed by the server, a few lines each (and kept in the outbox).
+EMAIL_BACKEND = env.str("EMAIL_BACKEND", default="delivery.console.EmailBackend")
 DEFAULT_FROM_EMAIL = env.str("DEFAULT_FROM_EMAIL", default="segflow@localhost")
 # Where django.core.mail.backends.filebased.EmailBackend writes, when that is the EMAIL_BACKEND.
 if env.str("EMAIL_FILE_PATH", default=""):
