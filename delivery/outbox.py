@@ -10,6 +10,7 @@ stored `skipped` with the reason. `delivery.sending` then hands queued rows to t
 from __future__ import annotations
 
 import logging
+from collections import Counter
 from dataclasses import dataclass
 
 from django.db import transaction
@@ -96,6 +97,7 @@ class OutboxWriter:
         )
         self.blocked = block_reasons([(user.pk, user.email) for user in users], campaign=campaign)
         self.queued: list[int] = []
+        self.skipped: Counter[str] = Counter()
 
     def queue(self, content: EmailContentDef, user: User, origin: EmailOrigin) -> OutboxEmail:
         """Store the email for `origin`, rendered for `user`; or the row it already has."""
@@ -105,16 +107,24 @@ class OutboxWriter:
         reason = self.blocked.get((user.pk, normalize_address(user.email)), "")
         row = _new_row(self.config, content, user, origin, reason)
         row.save(force_insert=True)
-        _after_insert(row)
         self.existing[origin.key] = row
         if row.status == OutboxEmail.Status.QUEUED:
             self.queued.append(row.pk)
+        elif row.status == OutboxEmail.Status.FAILED:
+            logger.error("email %s not sent: %s", row.key, row.reason)
+        else:
+            self.skipped[row.reason] += 1
         return row
 
     def deliver_after_commit(self) -> None:
+        """Hand the queued emails to delivery after commit; say once why the others were not."""
         if self.queued:
             ids = list(self.queued)
             transaction.on_commit(lambda: enqueue("deliver_emails", ids))
+        # One line for the batch, not one per email: fifty users without an address are one fact.
+        for reason, count in self.skipped.items():
+            logger.info("%s email(s) skipped: %s", count, reason)
+        self.skipped.clear()
 
 
 def _new_row(
@@ -158,9 +168,3 @@ def _new_row(
     else:
         row.subject, row.html, row.text = rendered.subject, rendered.html, rendered.text
     return row
-
-
-def _after_insert(row: OutboxEmail) -> None:
-    if row.status != OutboxEmail.Status.QUEUED:
-        log = logger.error if row.status == OutboxEmail.Status.FAILED else logger.info
-        log("email %s not sent: %s", row.key, row.reason)

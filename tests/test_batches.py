@@ -228,3 +228,19 @@ def test_a_suppressed_address_blocks_only_the_rows_sent_to_it(write_config, push
     outcome = deliver_emails([r.pk for r in rows], live_config.current())
     assert outcome == {rows[0].pk: "skipped", rows[1].pk: "sent"}
     assert [m.to for m in mail.outbox] == [["new@example.com"]]
+
+
+def test_fifty_users_without_an_address_are_one_line_in_the_log(
+    write_config, pushed, clock, caplog
+):
+    User.objects.bulk_create(
+        User(id=f"n{n:03}", attributes={}, evaluation_pending=False) for n in range(50)
+    )
+    pushed(write_config(CONFIG))
+    with caplog.at_level("INFO", logger="delivery.outbox"):
+        tick()
+    assert sent(status="skipped") == ["hello"] * 50
+    lines = [r.getMessage() for r in caplog.records if r.name == "delivery.outbox"]
+    assert lines == [
+        "50 email(s) skipped: the user has no email address (set the attribute `email`)"
+    ]
