@@ -928,3 +928,23 @@ def test_a_path_that_is_no_endpoint_is_a_json_404(api, path):
     response = api.get(path)
     error = assert_refused(response, 404, "path")
     assert "cannot contain '/'" in error
+
+
+def test_the_api_root_lists_the_endpoints(api):
+    response = api.get("/api/")
+    assert response.status_code == 200
+    endpoints = response.json()["endpoints"]
+    assert "GET, PUT, PATCH, DELETE /api/users/{id}" in endpoints
+    assert "POST /api/events" in endpoints
+
+
+def test_the_api_root_needs_a_key(client):
+    response = client.get("/api/")
+    assert response.status_code == 401 and "error" in response.json()
+
+
+@pytest.mark.parametrize("path", ["/api/users", "/api/nothing-here"])
+def test_a_path_without_an_endpoint_lists_the_endpoints(api, path):
+    response = api.get(path)
+    assert response.status_code in (400, 404)
+    assert "/api/users/{id}/events" in response.json()["error"]

@@ -3,6 +3,7 @@ from django.urls import path, re_path
 from . import views
 
 urlpatterns = [
+    path("", views.IndexView.as_view(), name="index"),
     path("health", views.HealthView.as_view(), name="health"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/events", views.UserEventsView.as_view(), name="user-events"),

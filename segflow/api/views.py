@@ -98,11 +98,28 @@ class EventsView(APIView):
         )
 
 
+ENDPOINTS = {
+    "GET /api/": "this list",
+    "GET /api/health": "liveness: the web process answers",
+    "GET, PUT, PATCH, DELETE /api/users/{id}": "read, create or replace, merge, delete a user",
+    "GET, POST /api/users/{id}/events": "list a user's events (newest first), record one",
+    "POST /api/events": "record up to SEGFLOW_MAX_EVENTS_PER_REQUEST events for any users",
+}
+ENDPOINTS_HINT = "endpoints are " + ", ".join(ENDPOINTS)
+
+
+class IndexView(APIView):
+    """/api/: what the API offers. A client may GET it to check its key."""
+
+    def get(self, request):
+        return Response({"endpoints": ENDPOINTS})
+
+
 class EmptyIdView(APIView):
-    """A path with no user id in it: say so instead of a bare 404."""
+    """A path with no user id in it: say so, and where the endpoints are, instead of a 404."""
 
     def get(self, request, *args, **kwargs):
-        raise InvalidInput("id", "must not be empty")
+        raise InvalidInput("id", f"must not be empty ({ENDPOINTS_HINT})")
 
     put = patch = delete = post = get
 
@@ -120,7 +137,8 @@ def no_such_endpoint(request, *args, **kwargs):
     return JsonResponse(
         {
             "error": f"path: no API endpoint at {request.path} (user ids cannot contain '/'; "
-            "endpoints are /api/users/{id} and /api/users/{id}/events)"
+            f"{ENDPOINTS_HINT})",
+            "endpoints": ENDPOINTS,
         },
         status=404,
     )
