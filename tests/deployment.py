@@ -206,7 +206,7 @@ class Deployment:
         like = (prefix + "-%",)
         questions = {
             "outbox": "SELECT status, COUNT(*) FROM outbox WHERE user_id LIKE %s GROUP BY status",
-            "cursors": "SELECT status, step_count, COUNT(*) FROM campaigns_cursor "
+            "cursors": "SELECT status, step_count, COUNT(*) FROM campaign_cursors "
             "WHERE user_id LIKE %s GROUP BY status, step_count",
             "unprocessed events": "SELECT COUNT(*) FROM events "
             "WHERE processed_at IS NULL AND user_id LIKE %s",
