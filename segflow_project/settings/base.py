@@ -109,8 +109,11 @@ REST_FRAMEWORK = {
 }
 
 # segflow's own settings.
-# The config file: a dotted module or a path to a .py file.
-SEGFLOW_CONFIG = env.str("SEGFLOW_CONFIG", default=str(BASE_DIR / "examples" / "segflow_config.py"))
+# The config file: a dotted module or a path to a .py file. Left unset, it is the example, and
+# `segflow_up` (python3 dev.py) runs the config last pushed instead (docs/commands.md#segflow_up).
+_configured_config = env.str("SEGFLOW_CONFIG", default="")
+SEGFLOW_CONFIG = _configured_config or str(BASE_DIR / "examples" / "segflow_config.py")
+SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
 # Most events one POST /api/events may carry.
