@@ -1,7 +1,9 @@
-"""`segflow_up`, which `python3 dev.py` runs: a second run keeps the user's config."""
+"""`segflow_up`, which `python3 dev.py` runs: a second run keeps the user's config, and a port
+freed a moment ago is free."""
 
 from __future__ import annotations
 
+import socket
 import textwrap
 from io import StringIO
 
@@ -10,6 +12,7 @@ from django.core.management import call_command
 from django.core.management.base import CommandError
 
 from campaigns.models import Campaign
+from segflow.management.commands.segflow_up import _check_port_is_free
 from segflow.models import Push
 
 from .conftest import EXAMPLE_CONFIG
@@ -105,3 +108,31 @@ def test_a_last_push_that_cannot_be_loaded_stops_the_run_instead_of_pushing_the_
 
     assert "no file at /srv/segflow/gone/segflow_config.py" in str(error.value)
     assert active_campaigns() == {"greeting"}
+
+
+def _time_wait_port() -> int:
+    """A port on 127.0.0.1 nobody listens on, whose last connection is in TIME_WAIT: what a
+    server that served a request and was stopped a moment ago leaves behind."""
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        client = socket.create_connection(("127.0.0.1", port))
+        accepted, _ = listener.accept()
+        accepted.close()  # the server side closes first: its end goes to TIME_WAIT
+        client.recv(1)
+        client.close()
+    return port
+
+
+def test_a_port_in_time_wait_is_free(db):
+    port = _time_wait_port()
+    with socket.socket() as plain:  # the check is worth having: a plain bind fails here
+        with pytest.raises(OSError):
+            plain.bind(("127.0.0.1", port))
+    _check_port_is_free(f"127.0.0.1:{port}")
+
+
+def test_a_port_something_listens_on_is_not_free(db):
+    with socket.create_server(("127.0.0.1", 0)) as listener:
+        port = listener.getsockname()[1]
+        with pytest.raises(CommandError, match=f"127.0.0.1:{port} is already in use"):
+            _check_port_is_free(f"127.0.0.1:{port}")

@@ -133,9 +133,13 @@ def _choose_config(given: str | None) -> tuple[str, str]:
 def _check_port_is_free(addrport: str) -> None:
     """Refuse before touching anything: a second run must not push over a running one."""
     host, _, port = addrport.rpartition(":")
-    with socket.socket() as probe:
+    host = host.strip("[]") or "127.0.0.1"
+    with socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET) as probe:
+        # As the server does: a port whose last connections are in TIME_WAIT (a server stopped
+        # a moment ago) is free to listen on; one another process listens on is not.
+        probe.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
-            probe.bind((host or "127.0.0.1", int(port)))
+            probe.bind((host, int(port)))
         except OSError as exc:
             raise CommandError(
                 f"{addrport} is already in use (is segflow already running?). Stop the other "
