@@ -34,8 +34,9 @@ MYSQL_TEST_URL = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.
 REDIS_TEST_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
 # How long each pass of the whole suite takes on a 2-core machine, to say before it starts.
 SQLITE_PASS = "about 1 minute"
-MYSQL_PASS = "about 7 minutes, 5 of them for tests/test_workers.py's real gunicorn, workers, beat"
+MYSQL_PASS = "about 7 minutes"
 MYSQL_PASS_WITHOUT_WORKERS = "about 2 minutes"
+WORKERS_TESTS = "5 of them for tests/test_workers.py, which starts real gunicorn, workers and beat"
 TRUE = ("1", "true", "yes", "on", "y", "ok")
 
 
@@ -142,9 +143,10 @@ def test(args: list[str]) -> int:
     mysql = not sqlite_only and answers(MYSQL_TEST_URL, 3306)
     mysql_pass = MYSQL_PASS_WITHOUT_WORKERS if without_redis else MYSQL_PASS
     if mysql:
+        workers = "" if without_redis else f", {WORKERS_TESTS}"
         say(
-            f"Two passes of the whole suite: SQLite ({SQLITE_PASS}), then MySQL/MariaDB "
-            f"({mysql_pass}). `python3 dev.py test --sqlite-only` runs the first alone."
+            f"The whole suite runs twice: on SQLite ({SQLITE_PASS}), then on MySQL/MariaDB "
+            f"({mysql_pass}{workers}). `python3 dev.py test --sqlite-only` runs the first alone."
         )
     elif not sqlite_only:
         say(

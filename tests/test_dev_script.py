@@ -32,8 +32,8 @@ def dev(monkeypatch):
 def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
     assert dev.test(["-x"]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[0].startswith("[segflow] Two passes of the whole suite: SQLite (about 1 minute)")
-    assert "then MySQL/MariaDB (about 7 minutes" in said[0]
+    assert said[0].startswith("[segflow] The whole suite runs twice: on SQLite (about 1 minute)")
+    assert "then on MySQL/MariaDB (about 7 minutes, 5 of them for tests/test_workers.py" in said[0]
     assert "python3 dev.py test --sqlite-only" in said[0]
     assert [database for _, database in dev.runs] == [None, dev.MYSQL_TEST_URL]
 
