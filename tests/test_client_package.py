@@ -3,6 +3,7 @@ clients/python, the standard library its only dependency."""
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -57,8 +58,14 @@ def test_the_client_installs_with_pip_into_a_fresh_environment_with_no_dependenc
     install = [python, "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
     if offline:
         install += ["--no-index", "--no-build-isolation"]
+    # pip builds a local folder in place: build from a copy (the link followed, as in an sdist),
+    # so that the checkout is left as it was.
+    source = tmp_path / "segflow-client"
+    shutil.copytree(
+        ROOT / "clients" / "python", source, ignore=shutil.ignore_patterns("build", "*.egg-info")
+    )
     done = subprocess.run(
-        [*install, str(ROOT / "clients" / "python")],
+        [*install, str(source)],
         cwd=tmp_path,
         env=env,
         capture_output=True,
