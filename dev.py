@@ -2,7 +2,9 @@
 """segflow's two commands, with nothing but Python 3.11+ on the machine.
 
     python3 dev.py          set up and run: API, admin and workers at http://127.0.0.1:8000
-    python3 dev.py test     run the whole test suite (SQLite, then MySQL/MariaDB if one answers)
+    python3 dev.py test     run the whole test suite (SQLite, then MySQL/MariaDB if one answers):
+                            about 1 minute, then about 7
+    python3 dev.py test --sqlite-only     the SQLite pass alone (or SEGFLOW_TEST_SQLITE_ONLY=1)
 
 It keeps a virtual environment in .venv and reinstalls only when pyproject.toml changes.
 """
@@ -30,6 +32,12 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 MYSQL_TEST_URL = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_TEST_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+# How long each pass of the whole suite takes on a 2-core machine, to say before it starts.
+SQLITE_PASS = "about 1 minute"
+MYSQL_PASS = "about 7 minutes"
+MYSQL_PASS_WITHOUT_WORKERS = "about 2 minutes"
+WORKERS_TESTS = "5 of them for tests/test_workers.py, which starts real gunicorn, workers and beat"
+TRUE = ("1", "true", "yes", "on", "y", "ok")
 
 
 def say(message: str) -> None:
@@ -118,6 +126,10 @@ def up(args: list[str]) -> int:
 
 
 def test(args: list[str]) -> int:
+    sqlite_only = "--sqlite-only" in args or (
+        os.environ.get("SEGFLOW_TEST_SQLITE_ONLY", "").lower() in TRUE
+    )
+    args = [a for a in args if a != "--sqlite-only"]
     ensure_venv()
     ensure_installed(["dev"])
     base_env = {
@@ -127,25 +139,36 @@ def test(args: list[str]) -> int:
     if not answers(REDIS_TEST_URL, 6379):
         without_redis = " and not redis"
         say(f"No Redis answers at {REDIS_TEST_URL}: the tests that need one are left out.")
+    mysql_server = MYSQL_TEST_URL.split("@")[-1]
+    mysql = not sqlite_only and answers(MYSQL_TEST_URL, 3306)
+    mysql_pass = MYSQL_PASS_WITHOUT_WORKERS if without_redis else MYSQL_PASS
+    if mysql:
+        workers = "" if without_redis else f", {WORKERS_TESTS}"
+        say(
+            f"The whole suite runs twice: on SQLite ({SQLITE_PASS}), then on MySQL/MariaDB "
+            f"({mysql_pass}{workers}). `python3 dev.py test --sqlite-only` runs the first alone."
+        )
+    elif not sqlite_only:
+        say(
+            f"No MySQL/MariaDB answers at {mysql_server}: SQLite only. Set SEGFLOW_TEST_MYSQL_URL "
+            "to test against one."
+        )
     say("Import contracts (lint-imports: layers point down, no import circle) ...")
     failed = run(VENV / "bin" / "lint-imports", env=base_env) != 0
-    say("Tests on SQLite ...")
+    say(f"Tests on SQLite ({SQLITE_PASS} for the whole suite) ...")
     # Tests of row locks and of real workers need MySQL/MariaDB; they run in the second pass.
     failed |= (
         run(PYTHON, "-m", "pytest", "-m", "not mysql_only" + without_redis, *args, env=base_env)
         != 0
     )
-    if answers(MYSQL_TEST_URL, 3306):
+    if mysql:
         ensure_installed(["dev", "mysql"])
-        say(f"Tests on MySQL/MariaDB at {MYSQL_TEST_URL.split('@')[-1]} ...")
+        say(f"Tests on MySQL/MariaDB at {mysql_server} ({mysql_pass} for the whole suite) ...")
         marks = ["-m", "not redis"] if without_redis else []
         mysql_env = {**base_env, "DATABASE_URL": MYSQL_TEST_URL}
         failed |= run(PYTHON, "-m", "pytest", *marks, *args, env=mysql_env) != 0
-    else:
-        say(
-            f"No MySQL/MariaDB answers at {MYSQL_TEST_URL.split('@')[-1]}: ran SQLite only. "
-            "Set SEGFLOW_TEST_MYSQL_URL to test against one."
-        )
+    elif not sqlite_only:
+        say(f"No MySQL/MariaDB answered at {mysql_server}: ran SQLite only.")
     return 1 if failed else 0
 
 

@@ -1,6 +1,7 @@
 """A Python client for the segflow HTTP API, using only the standard library.
 
-    from segflow.client import Client
+    from segflow_client import Client  # installed with pip install ./clients/python
+    # or, inside segflow's checkout, the same module: from segflow.client import Client
 
     client = Client.initialize(url="http://127.0.0.1:8000", api_key="sf_...")
     client.create_user("user123", {"email": "jane@example.com", "name": "Jane"})

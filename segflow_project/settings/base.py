@@ -1,15 +1,13 @@
 from pathlib import Path
 
-from django.core.exceptions import ImproperlyConfigured
-
-from .env import BASE_DIR, env
+from .env import BASE_DIR, env, refuse
 
 DEBUG = env.bool("DEBUG", default=False)
 
 SECRET_KEY = env.str("SECRET_KEY", default="")
 if not SECRET_KEY:
     if not DEBUG:
-        raise ImproperlyConfigured(
+        refuse(
             "SECRET_KEY is not set. Set it in the environment (any long random string), "
             "or set DEBUG=1 for a local development run."
         )
@@ -17,7 +15,7 @@ if not SECRET_KEY:
 
 ALLOWED_HOSTS = env.list("ALLOWED_HOSTS", default=["127.0.0.1", "localhost"] if DEBUG else [])
 if not DEBUG and not ALLOWED_HOSTS:
-    raise ImproperlyConfigured(
+    refuse(
         "ALLOWED_HOSTS is not set. Set it to the host names segflow is served under, "
         "comma separated (for example ALLOWED_HOSTS=segflow.example.com)."
     )
@@ -109,8 +107,11 @@ REST_FRAMEWORK = {
 }
 
 # segflow's own settings.
-# The config file: a dotted module or a path to a .py file.
-SEGFLOW_CONFIG = env.str("SEGFLOW_CONFIG", default=str(BASE_DIR / "examples" / "segflow_config.py"))
+# The config file: a dotted module or a path to a .py file. Left unset, it is the example, and
+# `segflow_up` (python3 dev.py) runs the config last pushed instead (docs/commands.md#segflow_up).
+_configured_config = env.str("SEGFLOW_CONFIG", default="")
+SEGFLOW_CONFIG = _configured_config or str(BASE_DIR / "examples" / "segflow_config.py")
+SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
 # Most events one POST /api/events may carry.

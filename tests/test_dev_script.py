@@ -1,0 +1,59 @@
+"""`python3 dev.py test`: says up front how long its passes take, and can run SQLite alone.
+
+dev.py is run with its own steps (the virtual environment, pip, pytest) replaced by recorders."""
+
+import importlib.util
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+@pytest.fixture
+def dev(monkeypatch):
+    spec = importlib.util.spec_from_file_location("segflow_dev_script", ROOT / "dev.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    module.runs = []
+    monkeypatch.setattr(module, "ensure_venv", lambda: None)
+    monkeypatch.setattr(module, "ensure_installed", lambda extras: None)
+    monkeypatch.setattr(module, "answers", lambda url, port: True)  # MySQL and Redis answer
+
+    def run(*args, env=None):
+        module.runs.append(([str(a) for a in args], (env or {}).get("DATABASE_URL")))
+        return 0
+
+    monkeypatch.setattr(module, "run", run)
+    monkeypatch.delenv("SEGFLOW_TEST_SQLITE_ONLY", raising=False)
+    return module
+
+
+def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
+    assert dev.test(["-x"]) == 0
+    said = capsys.readouterr().out.splitlines()
+    assert said[0].startswith("[segflow] The whole suite runs twice: on SQLite (about 1 minute)")
+    assert "then on MySQL/MariaDB (about 7 minutes, 5 of them for tests/test_workers.py" in said[0]
+    assert "python3 dev.py test --sqlite-only" in said[0]
+    lint, *passes = dev.runs
+    assert lint[0][0].endswith("lint-imports")  # the import contracts come first
+    assert [database for _, database in passes] == [None, dev.MYSQL_TEST_URL]
+
+
+@pytest.mark.parametrize("how", ["option", "environment"])
+def test_sqlite_only_runs_the_first_pass_alone(dev, capsys, monkeypatch, how):
+    args = ["tests/test_push.py", "-x"]
+    if how == "option":
+        args.insert(1, "--sqlite-only")
+    else:
+        monkeypatch.setenv("SEGFLOW_TEST_SQLITE_ONLY", "1")
+
+    assert dev.test(args) == 0
+
+    lint, (command, database), *others = dev.runs
+    assert lint[0][0].endswith("lint-imports")
+    assert others == [] and database is None
+    assert command[-2:] == ["tests/test_push.py", "-x"]  # the option is not pytest's
+    said = capsys.readouterr().out
+    assert "Tests on SQLite (about 1 minute for the whole suite)" in said
+    assert "MySQL" not in said
