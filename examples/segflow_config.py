@@ -1,6 +1,7 @@
 """The example config: a Python twin of every example in the original Segflow README.
 
-Push it with `.venv/bin/python manage.py segflow_push`. Email templates live in emails/ beside this file.
+Push it with `.venv/bin/python manage.py segflow_push`. Email templates live in emails/ beside
+this file.
 """
 
 import os

@@ -32,8 +32,6 @@ __all__ = [
 __version__ = "0.1"
 USER_AGENT = f"segflow-python/{__version__}"
 DEFAULT_TIMEOUT = 10.0
-# A user id nobody has: Client.initialize reads it to check the key (a 404 means the key works).
-_PROBE_USER_ID = "segflow-client-key-check"
 
 
 class SegflowError(Exception):
@@ -97,9 +95,7 @@ class Client:
         client = cls(url=url, api_key=api_key, timeout=timeout)
         client._check_health()
         try:
-            client.get_user(_PROBE_USER_ID)
-        except SegflowNotFound:
-            pass  # the key was accepted; the user just does not exist
+            client._request("GET", "/api/")  # the API's index: 200 for a good key, else 401
         except SegflowAuthError as exc:
             raise SegflowAuthError(
                 f"the segflow server at {client.url} refused the API key: {exc.message}",

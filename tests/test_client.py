@@ -367,6 +367,12 @@ def test_initialize_checks_the_server_and_the_key(live_server, key):
     assert client.create_user("user123", {"name": "Jane"})["id"] == "user123"
 
 
+def test_initialize_leaves_no_warning_in_the_server_log(live_server, key, caplog):
+    with caplog.at_level("WARNING"):
+        Client.initialize(url=live_server.url, api_key=key, timeout=5)
+    assert [r.getMessage() for r in caplog.records if r.levelname == "WARNING"] == []
+
+
 def test_initialize_with_a_wrong_url_says_no_server_answered():
     url = closed_port_url()
     with pytest.raises(SegflowConnectionError, match=f"no segflow server answered at {url}"):
