@@ -58,7 +58,8 @@ class EventPagination(PageNumberPagination):
     def paginate_queryset(self, queryset, request, view=None):
         for name in (self.page_query_param, self.page_size_query_param):
             value = request.query_params.get(name)
-            if value is not None and (not value.isdigit() or int(value) < 1):
+            # ASCII digits only: "²".isdigit() is True, and int() refuses it (or reads "٣" as 3).
+            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
                 raise InvalidInput(name, f"must be a whole number of 1 or more, got {value!r}")
         try:
             return super().paginate_queryset(queryset, request, view)
