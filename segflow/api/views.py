@@ -27,7 +27,7 @@ class UserView(APIView):
     def put(self, request, user_id: str):
         validation.identifier(user_id, "id")
         body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        attributes = validation.attributes(body["attributes"])
+        attributes = validation.user_attributes(body["attributes"])
         user, created = user_service.put_user(user_id, attributes)
         return Response(
             user_detail(user),
@@ -37,7 +37,7 @@ class UserView(APIView):
     def patch(self, request, user_id: str):
         validation.identifier(user_id, "id")
         body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        patch = validation.attributes(body["attributes"])
+        patch = validation.user_attributes(body["attributes"])
         try:
             user = user_service.patch_user(user_id, patch)
         except user_service.UserNotFound:
