@@ -16,7 +16,14 @@ from django.views.decorators.http import require_http_methods
 from segflow.users import UserNotFound
 
 from .models import Unsubscription
-from .unsubscribe import BadToken, read_token, unsubscribe
+from .unsubscribe import (
+    BadToken,
+    PreviewLink,
+    is_one_click,
+    is_unsubscribed,
+    read_token,
+    unsubscribe,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -24,26 +31,28 @@ logger = logging.getLogger(__name__)
 @csrf_exempt  # mail clients POST here from outside (RFC 8058); the signed token is the proof
 @require_http_methods(["GET", "POST"])
 def unsubscribe_view(request: HttpRequest, token: str) -> HttpResponse:
+    """GET shows a page with a button and changes nothing (mail scanners open links); POST, from
+    that button or from the mail client's one-click unsubscribe, unsubscribes."""
+    page = "delivery/unsubscribe.html"
     try:
         wanted = read_token(token)
-    except BadToken:
-        return render(
-            request,
-            "delivery/unsubscribe.html",
-            {"title": "This unsubscribe link is not valid", "problem": "token"},
-            status=400,
-        )
-    method = Unsubscription.Method.ONE_CLICK if request.method == "POST" else "link"
-    try:
+        if request.method == "GET":
+            if is_unsubscribed(wanted.user_id):
+                return render(request, page, {"title": "You are unsubscribed"})
+            return render(request, page, {"title": "Unsubscribe?", "confirm": True})
+        one_click = is_one_click(request.POST)
+        method = Unsubscription.Method.ONE_CLICK if one_click else Unsubscription.Method.LINK
         unsubscribe(wanted.user_id, method, wanted.outbox_key)
+    except BadToken:
+        title = "This unsubscribe link is not valid"
+        return render(request, page, {"title": title, "problem": "token"}, status=400)
     except UserNotFound:
-        return render(
-            request,
-            "delivery/unsubscribe.html",
-            {"title": "There is nobody to unsubscribe", "problem": "user"},
-            status=404,
-        )
-    return render(request, "delivery/unsubscribe.html", {"title": "You are unsubscribed"})
+        title = "There is nobody to unsubscribe"
+        return render(request, page, {"title": title, "problem": "user"}, status=404)
+    except PreviewLink:
+        title = "This link is from a preview"
+        return render(request, page, {"title": title, "problem": "preview"})
+    return render(request, page, {"title": "You are unsubscribed"})
 
 
 def _webhook(view_class):
