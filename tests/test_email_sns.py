@@ -121,8 +121,12 @@ def test_the_certificate_is_fetched_once(client, sent, sns_certificates):  # noq
     [
         pytest.param(lambda m: notification(bounce()), id="no signature"),
         pytest.param(
-            lambda m: {**notification(bounce()), "SignatureVersion": "1", "Signature": "EXAMPLE",
-                       "SigningCertURL": SNS_CERT_URL},  # fmt: skip
+            lambda m: {
+                **notification(bounce()),
+                "SignatureVersion": "1",
+                "Signature": "EXAMPLE",
+                "SigningCertURL": SNS_CERT_URL,
+            },
             id="not base64",
         ),
         pytest.param(lambda m: SnsSigner().sign(notification(bounce())), id="another key"),

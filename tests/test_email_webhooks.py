@@ -502,9 +502,7 @@ def test_a_report_on_our_email_with_the_recipient_in_other_case_counts(client, s
     assert len(events("email.bounced")) == 1
 
 
-def test_an_ses_bounce_of_another_recipient_of_our_message_suppresses_nothing(
-    client, sent_welcome
-):
+def test_an_ses_bounce_of_another_recipient_of_our_message_suppresses_nothing(client, sent_welcome):
     ses_id = "0102018e2c7f3d1e-5f6b8a9c-1d2e-4f3a-9b8c-7d6e5f4a3b2c-000000"
     OutboxEmail.objects.filter(pk=sent_welcome.pk).update(message_id=ses_id, provider="amazon_ses")
     bounce = {
