@@ -1,17 +1,33 @@
+from django import forms
 from django.contrib import admin
 from django.utils.html import format_html
 
+from segflow.addresses import NotOneAddress, parse_address
 from segflow.admin_base import ReadOnlyAdmin
 
 from .models import OutboxEmail, Suppression, Unsubscription
-from .policy import normalize_address
 from .sending import send_again
 from .unsubscribe import list_unsubscribe_headers
+
+
+class SuppressionForm(forms.ModelForm):
+    class Meta:
+        model = Suppression
+        fields = ("address", "reason", "detail", "provider", "outbox_email")
+
+    def clean_address(self) -> str:
+        """One bare address, stored normalised, as the outbox compares it."""
+        try:
+            return parse_address(self.cleaned_data.get("address"))
+        except NotOneAddress as exc:
+            raise forms.ValidationError(f"Not one email address: {exc}") from None
 
 
 @admin.register(Suppression)
 class SuppressionAdmin(admin.ModelAdmin):
     """Suppressed addresses. Add one by hand to stop all email to it; delete one to lift it."""
+
+    form = SuppressionForm
 
     list_display = ("address", "reason", "provider", "created_at", "detail")
     list_filter = ("reason", "provider")
@@ -28,10 +44,6 @@ class SuppressionAdmin(admin.ModelAdmin):
 
     def has_change_permission(self, request, obj=None):
         return obj is None and super().has_change_permission(request, obj)
-
-    def save_model(self, request, obj, form, change):
-        obj.address = normalize_address(obj.address)
-        super().save_model(request, obj, form, change)
 
 
 @admin.register(Unsubscription)

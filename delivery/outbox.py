@@ -23,7 +23,7 @@ from segflow.models import Event, User
 from templates.rendering import RenderError, render_email
 
 from .models import OutboxEmail
-from .policy import block_reasons, normalize_address
+from .policy import block_reasons
 from .providers import from_address, provider_for
 from .unsubscribe import unsubscribe_url
 
@@ -104,7 +104,7 @@ class OutboxWriter:
         existing = self.existing.get(origin.key)
         if existing is not None:
             return existing
-        reason = self.blocked.get((user.pk, normalize_address(user.email)), "")
+        reason = self.blocked.get((user.pk, user.email), "")
         row = _new_row(self.config, content, user, origin, reason)
         row.save(force_insert=True)
         self.existing[origin.key] = row
@@ -135,7 +135,7 @@ def _new_row(
     row = OutboxEmail(
         key=origin.key,
         user=user,
-        to_address=user.email,
+        to_address=user.email,  # the one normalised address, or ""
         from_address=from_address(config.email_provider),
         provider=provider_for(config.email_provider).name,
         template_name=origin.template_name,
@@ -148,7 +148,8 @@ def _new_row(
         updated_at=now,
     )
     if not row.to_address:
-        block_reason = block_reason or "the user has no email address (set the attribute `email`)"
+        # No address, or an attribute that is not exactly one bare address: nothing is sent.
+        block_reason = block_reason or user.email_problem
     if block_reason:
         row.status, row.reason = OutboxEmail.Status.SKIPPED, block_reason
         return row

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
+from segflow.addresses import normalize_address
+
 from .models import Suppression, Unsubscription
 
-
-def normalize_address(address: str) -> str:
-    return (address or "").strip().lower()
+__all__ = ["block_reason", "block_reasons", "normalize_address", "suppress"]
 
 
 def block_reason(user_id: str, address: str, *, campaign: bool) -> str:
@@ -58,9 +58,15 @@ def suppress(
     provider: str = "",
     outbox_email_id: int | None = None,
 ) -> bool:
-    """Suppress `address` for all future email. Returns True if it was not suppressed before."""
+    """Suppress `address` for all future email. Returns True if it was not suppressed before.
+
+    An `address` that is not one email address suppresses nothing (no email can go to it).
+    """
+    normalized = normalize_address(address)
+    if not normalized:
+        return False
     _, created = Suppression.objects.get_or_create(
-        address=normalize_address(address),
+        address=normalized,
         defaults={
             "reason": reason,
             "detail": detail[:2000],

@@ -32,6 +32,7 @@ from django.db import OperationalError, connection, transaction
 from django.db.models import Q
 from django.utils import timezone
 
+from segflow.addresses import address_problem, parse_address
 from segflow.config import Config, EmailProviderDef
 from segflow.dispatch import enqueue_in_batches
 
@@ -50,7 +51,9 @@ def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> Anymai
         subject=row.subject,
         body=row.text,
         from_email=row.from_address,
-        to=[row.to_address],
+        # anymail reads an address string as a list: only one parsed, bare address goes in
+        # (NotOneAddress, a ValueError, for anything else).
+        to=[parse_address(row.to_address)],
         reply_to=[provider.reply_to] if provider and provider.reply_to else None,
         headers=list_unsubscribe_headers(row.unsubscribe_url) if row.unsubscribe_url else None,
     )
@@ -92,9 +95,16 @@ def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
         for row in rows:
             if not _claim(row):
                 continue
-            reason = blocked[bool(row.campaign_name)].get(
-                (row.user_id, normalize_address(row.to_address))
-            )
+            address = normalize_address(row.to_address)
+            if not address:
+                # A row stored before addresses were parsed, with several in it, or none.
+                problem = address_problem(row.to_address, "the address")
+                outcome[row.pk] = _finish(
+                    row, OutboxEmail.Status.SKIPPED, reason=problem or "the email has no address"
+                )
+                continue
+            row.to_address = address
+            reason = blocked[bool(row.campaign_name)].get((row.user_id, address))
             if reason:
                 outcome[row.pk] = _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
                 continue

@@ -4,10 +4,11 @@ anymail's webhook views (Postmark, Amazon SES) check the shared secret, parse th
 payload and send its `tracking` signal; `handle_tracking_event` takes it from there:
 
 - finds the outbox row by the provider's message id (or by the outbox id segflow sent along as
-  metadata, for a row whose send never got an answer);
+  metadata, for a row whose send never got an answer), and only if that email went to the
+  event's recipient: a report that matches no email segflow sent changes nothing;
 - updates the row (delivered, bounced, complained, first opened, first clicked), and reconciles
   a row in `unknown` to `sent`: the provider has it, so it was sent;
-- suppresses the address after a hard bounce or a complaint;
+- suppresses the row's address after a hard bounce or a complaint;
 - records an event on the user (`email.delivered`, `email.bounced`, `email.deferred`,
   `email.complained`, `email.opened`, `email.clicked`), so segments can use them.
 """
@@ -61,15 +62,20 @@ def outcome_of(event: AnymailTrackingEvent, provider: EmailProvider | None) -> s
 
 
 def find_outbox_row(event: AnymailTrackingEvent) -> OutboxEmail | None:
-    if event.message_id:
+    """The email segflow sent that `event` reports on: found by the provider's message id, or
+    by the outbox id sent along as metadata, and only if it went to the event's recipient."""
+    recipient = normalize_address(event.recipient)
+    if not recipient:
+        return None
+    if isinstance(event.message_id, str) and event.message_id:
         row = OutboxEmail.objects.filter(message_id=event.message_id).first()
-        if row is not None:
+        if row is not None and normalize_address(row.to_address) == recipient:
             return row
-    outbox_id = str((event.metadata or {}).get(OUTBOX_ID_METADATA, ""))
-    if outbox_id.isdigit():
+    metadata = event.metadata if isinstance(event.metadata, dict) else {}
+    outbox_id = str(metadata.get(OUTBOX_ID_METADATA, ""))
+    if outbox_id.isascii() and outbox_id.isdigit():
         row = OutboxEmail.objects.filter(pk=int(outbox_id)).first()
-        recipient = normalize_address(event.recipient or "")
-        if row is not None and (not recipient or normalize_address(row.to_address) == recipient):
+        if row is not None and normalize_address(row.to_address) == recipient:
             return row
     return None
 
@@ -83,29 +89,31 @@ def handle_tracking_event(event: AnymailTrackingEvent, esp_name: str) -> str | N
         return None
     row = find_outbox_row(event)
     provider_name = provider.name if provider else esp_name
+    if row is None:
+        # Not an email segflow sent to this address: nothing is recorded, nobody suppressed.
+        logger.info(
+            "%s %s for %s (message %s) matches no email in the outbox sent to that address",
+            esp_name,
+            outcome,
+            event.recipient,
+            event.message_id,
+        )
+        return None
     with transaction.atomic():
-        if row is not None:
-            lock_user(row.user_id)  # the lock order: the user, then their rows
-            row = OutboxEmail.objects.select_for_update().filter(pk=row.pk).first()
-        if outcome in ("bounced", "complained") and event.recipient:
+        lock_user(row.user_id)  # the lock order: the user, then their rows
+        row = OutboxEmail.objects.select_for_update().filter(pk=row.pk).first()
+        if row is None:  # deleted with its user meanwhile
+            return None
+        if outcome in ("bounced", "complained"):
             suppress(
-                event.recipient,
+                row.to_address,
                 Suppression.Reason.HARD_BOUNCE
                 if outcome == "bounced"
                 else Suppression.Reason.COMPLAINT,
                 detail=event.description or event.mta_response or "",
                 provider=provider_name,
-                outbox_email_id=row.pk if row else None,
+                outbox_email_id=row.pk,
             )
-        if row is None:
-            logger.info(
-                "%s %s for %s (message %s) matches no email in the outbox",
-                esp_name,
-                outcome,
-                event.recipient,
-                event.message_id,
-            )
-            return None
         if outcome == "unsubscribed":
             unsubscribe(row.user_id, "provider", row.key)
             return "unsubscribed"

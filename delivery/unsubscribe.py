@@ -1,9 +1,17 @@
 """Unsubscribe links: signed tokens, the List-Unsubscribe headers, and unsubscribing a user.
 
-A token is the user's id and the key of the email it came in, signed with SECRET_KEY (Django's
-signing, with its own salt). It does not expire: a link in an old email must keep working. To
-rotate SECRET_KEY without breaking the links already sent, keep the old key in
-SECRET_KEY_FALLBACKS.
+A token names the email it came in, not the person: it is the email's outbox key (which says
+which campaign step sent it) and a keyed hash of the user's id, signed with SECRET_KEY (Django's
+signing, with its own salt), so a link that is forwarded, logged or shown in a browser's history
+does not tell whose it is. The user is found through the outbox row, and the hash must match that
+row's user. Tokens made before this format held the user's id itself (`{"u": ..., "k": ...}`);
+they are still read, so links in emails already sent keep working.
+
+A token does not expire: a link in an old email must keep working. To rotate SECRET_KEY without
+breaking the links already sent, keep the old key in SECRET_KEY_FALLBACKS.
+
+Opening the link (GET) only shows a page with a button: mail scanners fetch links. The button,
+and the mail client's RFC 8058 one-click request, POST to the same link, and that unsubscribes.
 """
 
 from __future__ import annotations
@@ -15,8 +23,10 @@ from django.conf import settings
 from django.core import signing
 from django.db import transaction
 from django.urls import reverse
+from django.utils.crypto import constant_time_compare, salted_hmac
 
 from segflow.db import lock_user
+from segflow.models import User
 from segflow.users import UserNotFound, record_event
 
 from .models import OutboxEmail, Unsubscription
@@ -24,11 +34,22 @@ from .models import OutboxEmail, Unsubscription
 logger = logging.getLogger(__name__)
 
 SALT = "segflow.delivery.unsubscribe"
+USER_CHECK_SALT = "segflow.delivery.unsubscribe.user"
 EVENT_NAME = "unsubscribed"
+# The body of RFC 8058's one-click POST.
+ONE_CLICK_FIELD, ONE_CLICK_VALUE = "List-Unsubscribe", "One-Click"
 
 
 class BadToken(Exception):
     """The token was not made by this segflow (changed, cut short, or signed with another key)."""
+
+
+class PreviewLink(Exception):
+    """The link of an email rendered by `segflow_preview`: it shows the page, and unsubscribes
+    nobody (a preview is looked at by the team, not sent)."""
+
+
+PREVIEW_KEY_PREFIX = "preview:"
 
 
 @dataclass(frozen=True)
@@ -38,17 +59,61 @@ class UnsubscribeRequest:
 
 
 def make_token(user_id: str, outbox_key: str) -> str:
-    return signing.dumps({"u": user_id, "k": outbox_key}, salt=SALT, compress=True)
+    """The token of the link in the email `outbox_key` names, sent to user `user_id`."""
+    return signing.dumps({"o": outbox_key, "h": _user_check(user_id)}, salt=SALT)
+
+
+def _user_check(user_id: str, secret: str | None = None) -> str:
+    """A keyed hash of the user id: binds a token to its user without showing who it is."""
+    digest = salted_hmac(USER_CHECK_SALT, user_id, secret=secret, algorithm="sha256")
+    return digest.hexdigest()[:20]
+
+
+def _user_check_matches(user_id: str, check: object) -> bool:
+    if not isinstance(check, str):
+        return False
+    secrets = [settings.SECRET_KEY, *getattr(settings, "SECRET_KEY_FALLBACKS", [])]
+    return any(constant_time_compare(_user_check(user_id, secret), check) for secret in secrets)
 
 
 def read_token(token: str) -> UnsubscribeRequest:
+    """The user and the email a token names.
+
+    Raises BadToken for a token this segflow did not sign, UserNotFound when the email or the
+    user it names is gone (the user was deleted) or is not the one it was made for, and
+    PreviewLink for the link of a preview.
+    """
     try:
         data = signing.loads(token, salt=SALT)
     except signing.BadSignature as exc:
         raise BadToken(str(exc)) from exc
-    if not isinstance(data, dict) or not isinstance(data.get("u"), str):
-        raise BadToken("the token holds no user")
-    return UnsubscribeRequest(user_id=data["u"], outbox_key=str(data.get("k", "")))
+    if not isinstance(data, dict):
+        raise BadToken("the token holds no email")
+    if isinstance(data.get("u"), str):  # the earlier format: the user's id itself
+        wanted = UnsubscribeRequest(user_id=data["u"], outbox_key=str(data.get("k", "")))
+    elif isinstance(data.get("o"), str):
+        user_id = (
+            OutboxEmail.objects.filter(key=data["o"]).values_list("user_id", flat=True).first()
+        )
+        if user_id is None and data["o"].startswith(PREVIEW_KEY_PREFIX):
+            raise PreviewLink(data["o"])
+        if user_id is None or not _user_check_matches(user_id, data.get("h")):
+            raise UserNotFound(data["o"])
+        wanted = UnsubscribeRequest(user_id=user_id, outbox_key=data["o"])
+    else:
+        raise BadToken("the token holds no email")
+    if not User.objects.filter(pk=wanted.user_id).exists():
+        raise UserNotFound(wanted.user_id)
+    return wanted
+
+
+def is_unsubscribed(user_id: str) -> bool:
+    return Unsubscription.objects.filter(user_id=user_id).exists()
+
+
+def is_one_click(form) -> bool:
+    """Whether a POST's form is RFC 8058's `List-Unsubscribe=One-Click`."""
+    return form.get(ONE_CLICK_FIELD) == ONE_CLICK_VALUE
 
 
 def unsubscribe_url(user_id: str, outbox_key: str) -> str:
@@ -61,7 +126,7 @@ def list_unsubscribe_headers(url: str) -> dict[str, str]:
     """RFC 2369's List-Unsubscribe with RFC 8058's one-click POST."""
     return {
         "List-Unsubscribe": f"<{url}>",
-        "List-Unsubscribe-Post": "List-Unsubscribe=One-Click",
+        "List-Unsubscribe-Post": f"{ONE_CLICK_FIELD}={ONE_CLICK_VALUE}",
     }
 
 

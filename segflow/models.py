@@ -1,6 +1,7 @@
 from django.db import models
 from django.utils import timezone
 
+from .addresses import address_problem, normalize_address
 from .fields import ExactCharField
 
 
@@ -27,8 +28,17 @@ class User(models.Model):
 
     @property
     def email(self) -> str:
+        """The one address email goes to: the `email` attribute, normalised (lower case, no
+        display name); "" when the attribute is missing or is not exactly one bare address."""
+        return normalize_address((self.attributes or {}).get("email"))
+
+    @property
+    def email_problem(self) -> str:
+        """Why no email can go to this user, for a person to read; "" when one can."""
         value = (self.attributes or {}).get("email")
-        return value.strip() if isinstance(value, str) else ""
+        return address_problem(value, "the attribute `email`") or (
+            "" if self.email else "the user has no email address (set the attribute `email`)"
+        )
 
 
 class Event(models.Model):

@@ -19,6 +19,7 @@ from django.utils import timezone
 
 from segflow.config import SegmentDef, call_with_arity
 from segflow.db import NAMED_PARAMETER, insert_ignore, placeholders
+from segflow.fields import exact_collation
 from segflow.models import User
 
 from .models import Segment, SegmentMembership
@@ -267,7 +268,8 @@ def refresh_segment(
         cursor.execute(drop)
         cursor.execute(
             f"CREATE TEMPORARY TABLE {answer} (id VARCHAR(255) "
-            + ("CHARACTER SET utf8mb4 COLLATE utf8mb4_bin" if mysql else "")
+            # (the collation of users.id: comparing ids across two collations is an error)
+            + (f"CHARACTER SET utf8mb4 COLLATE {exact_collation(connection)}" if mysql else "")
             + " PRIMARY KEY)"
         )
         try:

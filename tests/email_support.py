@@ -196,3 +196,82 @@ def basic_auth(secret: str) -> str:
 
 
 WEBHOOK_SECRET = "segflow:hook-secret"
+
+
+# Amazon SNS: a key and a self-signed certificate stand in for the topic's, and sign messages
+# as SNS does (https://docs.aws.amazon.com/sns/latest/dg/sns-verify-signature-of-message.html).
+
+SNS_CERT_URL = "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem"
+SNS_TOPIC_ARN = "arn:aws:sns:eu-west-1:123456789012:ses-events"
+
+
+class SnsSigner:
+    """Signs SNS messages with its own key; `pem` is its certificate."""
+
+    def __init__(self, common_name: str = "sns.amazonaws.com") -> None:
+        from datetime import UTC, datetime
+
+        from cryptography import x509
+        from cryptography.hazmat.primitives import hashes, serialization
+        from cryptography.hazmat.primitives.asymmetric import rsa
+        from cryptography.x509.oid import NameOID
+
+        self.key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+        name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, common_name)])
+        certificate = (
+            x509.CertificateBuilder()
+            .subject_name(name)
+            .issuer_name(name)
+            .public_key(self.key.public_key())
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(datetime(2020, 1, 1, tzinfo=UTC))
+            .not_valid_after(datetime(2100, 1, 1, tzinfo=UTC))
+            .sign(self.key, hashes.SHA256())
+        )
+        self.pem = certificate.public_bytes(serialization.Encoding.PEM)
+
+    def sign(self, message: dict, version: str = "1") -> dict:
+        """`message` with SignatureVersion, SigningCertURL (unless set) and its Signature."""
+        from cryptography.hazmat.primitives import hashes
+        from cryptography.hazmat.primitives.asymmetric import padding
+
+        message = {"SignatureVersion": version, "SigningCertURL": SNS_CERT_URL, **message}
+        if message["Type"] == "Notification":
+            names = ["Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"]
+        else:
+            names = ["Message", "MessageId", "SubscribeURL", "Timestamp", "Token", "TopicArn",
+                     "Type"]  # fmt: skip
+        text = "".join(f"{n}\n{message[n]}\n" for n in names if n in message)
+        digest = hashes.SHA1() if version == "1" else hashes.SHA256()
+        signature = self.key.sign(text.encode(), padding.PKCS1v15(), digest)
+        message["Signature"] = base64.b64encode(signature).decode()
+        return message
+
+
+SNS_SIGNER = SnsSigner()
+
+
+@dataclass
+class CertificateFetches:
+    served: dict[str, bytes]
+    fetched: list[str] = field(default_factory=list)
+
+
+@pytest.fixture
+def sns_certificates(monkeypatch):
+    """The certificate fetch answers SNS_CERT_URL with SNS_SIGNER's certificate, and records
+    the URLs asked for. (No test reaches Amazon.)"""
+    from delivery import sns
+
+    fetches = CertificateFetches(served={SNS_CERT_URL: SNS_SIGNER.pem})
+
+    def fetch(url: str) -> bytes:
+        fetches.fetched.append(url)
+        if url not in fetches.served:
+            raise sns.CertificateUnavailable(f"no certificate at {url} in this test")
+        return fetches.served[url]
+
+    sns.forget_certificates()
+    monkeypatch.setattr(sns, "fetch_certificate", fetch)
+    yield fetches
+    sns.forget_certificates()

@@ -914,7 +914,16 @@ def test_a_method_an_endpoint_does_not_take_is_refused_with_405(api, jane, metho
 
 @pytest.mark.parametrize(
     "query, field",
-    [("page=abc", "page"), ("page=0", "page"), ("page=9", "page"), ("page_size=-1", "page_size")],
+    [
+        ("page=abc", "page"),
+        ("page=0", "page"),
+        ("page=9", "page"),
+        ("page_size=-1", "page_size"),
+        # Digits to Python's str.isdigit, but no number int() reads: they were a 500.
+        ("page=%C2%B2", "page"),  # ²
+        ("page_size=%E2%91%A0", "page_size"),  # ①
+        ("page_size=%D9%A3", "page_size"),  # Arabic-Indic 3: int() reads it, the API does not
+    ],
 )
 def test_a_page_that_is_not_there_is_a_400_naming_the_parameter(api, jane, query, field):
     response = api.get(url("jane", events=True) + "?" + query)

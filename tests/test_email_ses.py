@@ -11,7 +11,8 @@ from moto import mock_aws
 from moto.core import DEFAULT_ACCOUNT_ID
 from moto.ses.models import ses_backends
 
-from delivery.models import OutboxEmail
+from delivery.models import OutboxEmail, Suppression
+from segflow import users as user_service
 
 from .email_support import EMAILS, email_config, emit, put_user
 
@@ -97,3 +98,47 @@ def test_a_sender_ses_refuses_fails_without_retry(api, clock, ses):
     clock.advance_and_tick(hours=3)
     row.refresh_from_db()
     assert row.attempts == 1 and row.status == OutboxEmail.Status.FAILED
+
+
+def destinations(region: str = REGION) -> list[list[str]]:
+    """The recipients SES was asked to deliver each message to."""
+    # (moto lists a recipient twice: from the request's Destination and from the To header)
+    return [
+        sorted(set(m.destinations)) for m in ses_backends[DEFAULT_ACCOUNT_ID][region].sent_messages
+    ]
+
+
+@pytest.mark.parametrize(
+    "value",
+    [
+        "a@b.com, victim@evil.test",
+        "a@b.com\r\nBcc: x@evil.test",
+        "g:v5@evil.test,v6@evil.test;",
+        "CEO <ceo@corp.test>",
+        "other@example.com, ceo@corp.test",
+    ],
+)
+def test_an_email_attribute_with_several_addresses_never_reaches_ses(clock, ses, value):
+    """Each of these reached two recipients through SES; now none, and the row says why."""
+    ses()
+    Suppression.objects.create(address="ceo@corp.test", reason=Suppression.Reason.COMPLAINT)
+    user_service.put_user("mallory", {"email": value, "name": "Mallory"})  # stored before
+
+    assert destinations() == []
+    row = OutboxEmail.objects.get(template_name="welcome")
+    assert row.status == OutboxEmail.Status.SKIPPED and row.to_address == ""
+    assert "is not one email address" in row.reason
+
+
+def test_ses_gets_exactly_one_normalised_recipient(api, clock, ses):
+    ses()
+    Suppression.objects.create(address="ceo@corp.test", reason=Suppression.Reason.COMPLAINT)
+    put_user(api, "jane", email=" Jane@Example.COM ", name="Jane")
+    put_user(api, "ceo", email="CEO@corp.test", name="Boss")  # suppressed, in another case
+
+    assert destinations() == [["jane@example.com"]]
+    [message] = sent_messages()
+    assert message["To"] == "jane@example.com"
+    boss = OutboxEmail.objects.get(user_id="ceo")
+    assert boss.status == OutboxEmail.Status.SKIPPED
+    assert "ceo@corp.test is suppressed" in boss.reason

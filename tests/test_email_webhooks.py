@@ -15,6 +15,8 @@ from segflow.pipeline import tick
 from .email_support import (
     EMAILS,
     POSTMARK,
+    SNS_SIGNER,
+    SNS_TOPIC_ARN,
     WEBHOOK_SECRET,
     basic_auth,
     email_config,
@@ -22,6 +24,7 @@ from .email_support import (
     put_user,
 )
 from .email_support import postmark as postmark  # noqa: F401 - the fixture
+from .email_support import sns_certificates as sns_certificates  # noqa: F401 - the fixture
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
@@ -309,19 +312,24 @@ def test_a_row_a_dead_sender_left_in_sending_is_reconciled_not_resent(
 # Amazon SES: event publishing to an SNS topic, which posts to the webhook.
 
 
+@pytest.fixture(autouse=True)
+def _amazon_certificate(sns_certificates):  # noqa: F811
+    """SNS messages are signed (by the tests' own key, whose certificate the fetch serves)."""
+    return sns_certificates
+
+
 def sns(message: dict, message_id: str = "22b80b92-fdea-4c2c-8f9d-bdfb0c7bf324") -> dict:
-    return {
-        "Type": "Notification",
-        "MessageId": message_id,
-        "TopicArn": "arn:aws:sns:eu-west-1:123456789012:ses-events",
-        "Subject": "Amazon SES Email Event Notification",
-        "Message": json.dumps(message),
-        "Timestamp": "2026-03-02T09:05:00.000Z",
-        "SignatureVersion": "1",
-        "Signature": "EXAMPLEpH+..",
-        "SigningCertURL": "https://sns.eu-west-1.amazonaws.com/SimpleNotificationService-0000.pem",
-        "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
-    }
+    return SNS_SIGNER.sign(
+        {
+            "Type": "Notification",
+            "MessageId": message_id,
+            "TopicArn": SNS_TOPIC_ARN,
+            "Subject": "Amazon SES Email Event Notification",
+            "Message": json.dumps(message),
+            "Timestamp": "2026-03-02T09:05:00.000Z",
+            "UnsubscribeURL": "https://sns.eu-west-1.amazonaws.com/?Action=Unsubscribe",
+        }
+    )
 
 
 def ses_mail(message_id: str) -> dict:
@@ -440,3 +448,139 @@ def test_the_sweep_finds_nothing_to_resend_after_webhooks(client, clock, sent_we
     post(client, POSTMARK_URL, postmark_delivery())
     clock.advance_and_tick(every=timedelta(hours=6), days=1)  # the next step: tips
     assert [r.body["Subject"] for r in postmark.requests] == ["Welcome Jane!", "Tips"]
+
+
+# A report counts only for an email segflow sent, to the address it reports on.
+
+
+def test_a_bounce_for_an_address_segflow_never_emailed_suppresses_nothing(client, sent_welcome):
+    payload = postmark_bounce(MessageID="not-ours", Email="stranger@example.com")
+    assert post(client, POSTMARK_URL, payload).status_code == 200
+    complaint = postmark_bounce(
+        MessageID="not-ours-either", Email="ceo@corp.test", RecordType="SpamComplaint",
+        Type="SpamComplaint", TypeCode=512,
+    )  # fmt: skip
+    assert post(client, POSTMARK_URL, complaint).status_code == 200
+    assert not Suppression.objects.exists()
+    assert events("email.bounced") == [] and events("email.complained") == []
+
+
+@pytest.mark.parametrize(
+    "changes",
+    [
+        pytest.param({"Email": "ceo@corp.test"}, id="our message id, another recipient"),
+        pytest.param(
+            {"MessageID": "unknown", "Email": "ceo@corp.test", "Metadata": {}},
+            id="our outbox id, another recipient",
+        ),
+        pytest.param({"MessageID": "unknown", "Email": ""}, id="our outbox id, no recipient"),
+        pytest.param(
+            {"MessageID": "unknown", "Email": "jane@example.com, ceo@corp.test"},
+            id="our outbox id, several recipients",
+        ),
+    ],
+)
+def test_a_report_naming_our_email_but_another_recipient_records_nothing(
+    client, sent_welcome, changes
+):
+    metadata = {"segflow_outbox_id": str(sent_welcome.pk)}
+    payload = postmark_bounce(**{"Metadata": metadata, **changes})
+    assert post(client, POSTMARK_URL, payload).status_code == 200
+    assert not Suppression.objects.exists()
+    assert Event.objects.filter(name__startswith="email.").count() == 0
+    sent_welcome.refresh_from_db()
+    assert sent_welcome.bounced_at is None
+
+
+def test_a_report_on_our_email_with_the_recipient_in_other_case_counts(client, sent_welcome):
+    payload = postmark_bounce(
+        MessageID="unknown", Email="Jane@Example.COM",
+        Metadata={"segflow_outbox_id": str(sent_welcome.pk)},
+    )  # fmt: skip
+    assert post(client, POSTMARK_URL, payload).status_code == 200
+    assert Suppression.objects.get().address == "jane@example.com"
+    assert len(events("email.bounced")) == 1
+
+
+def test_an_ses_bounce_of_another_recipient_of_our_message_suppresses_nothing(client, sent_welcome):
+    ses_id = "0102018e2c7f3d1e-5f6b8a9c-1d2e-4f3a-9b8c-7d6e5f4a3b2c-000000"
+    OutboxEmail.objects.filter(pk=sent_welcome.pk).update(message_id=ses_id, provider="amazon_ses")
+    bounce = {
+        "eventType": "Bounce",
+        "mail": ses_mail(ses_id),
+        "bounce": {"bounceType": "Permanent", "bounceSubType": "General",
+                   "bouncedRecipients": [{"emailAddress": "ceo@corp.test"}]},
+    }  # fmt: skip
+    assert post_sns(client, sns(bounce)).status_code == 200
+    assert not Suppression.objects.exists() and events("email.bounced") == []
+
+
+# A body that is JSON but not the provider's payload is a 400, never a 500.
+
+
+@pytest.mark.parametrize(
+    "body",
+    [
+        pytest.param([], id="an empty array"),
+        pytest.param([postmark_bounce()], id="an array of a bounce"),
+        pytest.param("Bounce", id="a string"),
+        pytest.param(42, id="a number"),
+        pytest.param(None, id="null"),
+        pytest.param({}, id="an empty object"),
+        pytest.param({k: v for k, v in postmark_bounce().items() if k != "Type"}, id="no Type"),
+        pytest.param(postmark_delivery(Recipient=None), id="a delivery without Recipient"),
+        pytest.param({**postmark_open(), "MessageID": None}, id="an open without MessageID"),
+        pytest.param(postmark_bounce(Metadata="x"), id="metadata a string"),
+        pytest.param(postmark_bounce(Metadata=[1]), id="metadata an array"),
+        pytest.param(postmark_bounce(Email=42), id="a recipient that is a number"),
+        pytest.param(postmark_bounce(MessageID={"x": 1}), id="a message id that is an object"),
+        pytest.param(postmark_bounce(Description=["x"]), id="a description that is an array"),
+        pytest.param(postmark_delivery(DeliveredAt=42), id="a time that is a number"),
+    ],
+)
+def test_a_postmark_body_of_the_wrong_shape_is_a_400(client, sent_welcome, body):
+    response = post(client, POSTMARK_URL, body)
+    assert response.status_code == 400, response.content
+    assert response.json()["error"]
+    assert not Suppression.objects.exists()
+    assert Event.objects.filter(name__startswith="email.").count() == 0
+
+
+def ses_bounce_without(field: str) -> dict:
+    bounce = {"bounceType": "Permanent", "bounceSubType": "General",
+              "bouncedRecipients": [{"emailAddress": "jane@example.com"}]}  # fmt: skip
+    del bounce[field]
+    return {"eventType": "Bounce", "mail": ses_mail("x"), "bounce": bounce}
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [
+        pytest.param([], id="an array"),
+        pytest.param([sns({"eventType": "Delivery"})], id="an array of a message"),
+        pytest.param(sns([]), id="a Message that is an array"),
+        pytest.param(sns(ses_bounce_without("bounceSubType")), id="no bounceSubType"),
+        pytest.param(sns(ses_bounce_without("bounceType")), id="no bounceType"),
+        pytest.param(sns(ses_bounce_without("bouncedRecipients")), id="no bouncedRecipients"),
+        pytest.param(
+            sns({"eventType": "Complaint", "mail": ses_mail("x"), "complaint": {}}),
+            id="a complaint without complainedRecipients",
+        ),
+        pytest.param(
+            sns({"eventType": "Bounce", "mail": [], "bounce": []}), id="mail and bounce arrays"
+        ),
+        pytest.param(
+            sns({"eventType": "Delivery", "mail": {"destination": [42]}, "delivery": {}}),
+            id="a recipient that is a number",
+        ),
+    ],
+)
+def test_an_ses_body_of_the_wrong_shape_is_a_400(client, sent_welcome, payload):
+    headers = payload if isinstance(payload, dict) else {"Type": "Notification", "MessageId": "m"}
+    response = post(
+        client, SES_URL, payload, HTTP_X_AMZ_SNS_MESSAGE_TYPE=headers["Type"],
+        HTTP_X_AMZ_SNS_MESSAGE_ID=headers["MessageId"],
+    )  # fmt: skip
+    assert response.status_code == 400, response.content
+    assert not Suppression.objects.exists()
+    assert Event.objects.filter(name__startswith="email.").count() == 0

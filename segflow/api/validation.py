@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from segflow.addresses import EXAMPLE, NotOneAddress, parse_address
+
 from .errors import InvalidInput
 
 MAX_ID_LENGTH = 255
@@ -47,6 +49,25 @@ def attributes(value: Any, field: str = "attributes") -> dict:
         raise InvalidInput(field, f"must be a JSON object, got {_json_type(value)}")
     if _depth(value) > MAX_ATTRIBUTE_DEPTH:
         raise InvalidInput(field, f"must not be nested more than {MAX_ATTRIBUTE_DEPTH} levels deep")
+    return value
+
+
+def user_attributes(value: Any, field: str = "attributes") -> dict:
+    """A user's attributes: any JSON object, but `email`, if there, is one bare address (or
+    null or "" for none), since segflow emails it and nothing else."""
+    value = attributes(value, field)
+    email = value.get("email")
+    if email is None or email == "":
+        return value
+    if not isinstance(email, str):
+        raise InvalidInput(f"{field}.email", f"must be a string, got {_json_type(email)}")
+    try:
+        parse_address(email)
+    except NotOneAddress as exc:
+        raise InvalidInput(
+            f"{field}.email",
+            f"must be one email address, such as {EXAMPLE} (no name, no list): {exc}",
+        ) from None
     return value
 
 

@@ -27,7 +27,7 @@ class UserView(APIView):
     def put(self, request, user_id: str):
         validation.identifier(user_id, "id")
         body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        attributes = validation.attributes(body["attributes"])
+        attributes = validation.user_attributes(body["attributes"])
         user, created = user_service.put_user(user_id, attributes)
         return Response(
             user_detail(user),
@@ -37,7 +37,7 @@ class UserView(APIView):
     def patch(self, request, user_id: str):
         validation.identifier(user_id, "id")
         body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        patch = validation.attributes(body["attributes"])
+        patch = validation.user_attributes(body["attributes"])
         try:
             user = user_service.patch_user(user_id, patch)
         except user_service.UserNotFound:
@@ -58,7 +58,8 @@ class EventPagination(PageNumberPagination):
     def paginate_queryset(self, queryset, request, view=None):
         for name in (self.page_query_param, self.page_size_query_param):
             value = request.query_params.get(name)
-            if value is not None and (not value.isdigit() or int(value) < 1):
+            # ASCII digits only: "²".isdigit() is True, and int() refuses it (or reads "٣" as 3).
+            if value is not None and not (value.isascii() and value.isdigit() and int(value) >= 1):
                 raise InvalidInput(name, f"must be a whole number of 1 or more, got {value!r}")
         try:
             return super().paginate_queryset(queryset, request, view)

@@ -25,6 +25,10 @@ SEGFLOW_WEBHOOK_SECRET = env.str("SEGFLOW_WEBHOOK_SECRET", default="")
 if SEGFLOW_WEBHOOK_SECRET and ":" not in SEGFLOW_WEBHOOK_SECRET:
     SEGFLOW_WEBHOOK_SECRET = f"segflow:{SEGFLOW_WEBHOOK_SECRET}"
 
+# The SNS topics whose messages the Amazon SES webhook takes (their ARNs, comma separated); empty
+# takes any topic, as long as Amazon SNS signed the message (see delivery/sns.py).
+SEGFLOW_SES_ALLOWED_TOPIC_ARNS = env.list("SEGFLOW_SES_ALLOWED_TOPIC_ARNS", default=[])
+
 # Delivery: how long one call to the provider may take, and how failures are retried. A failure
 # the provider calls temporary (a 5xx, a rate limit, no connection) is tried again after
 # RETRY_BASE * 2^(attempt - 1) seconds, at most RETRY_MAX apart, up to MAX_ATTEMPTS calls in all.
