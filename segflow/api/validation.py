@@ -23,7 +23,7 @@ def body_object(
     """`data` as a JSON object with only `allowed` keys and all `required` ones; `field` names
     where it sits in the body (nothing for the body itself)."""
     if not isinstance(data, dict):
-        raise InvalidInput(field or "body", f"must be a JSON object, got {_json_type(data)}")
+        raise InvalidInput(field or "body", f"must be a JSON object, got {json_type(data)}")
     prefix = f"{field}." if field else ""
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -38,7 +38,7 @@ def body_object(
 
 def identifier(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise InvalidInput(field, f"must be a string, got {_json_type(value)}")
+        raise InvalidInput(field, f"must be a string, got {json_type(value)}")
     if not value.strip():
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
@@ -62,7 +62,7 @@ def event_time(value: Any, field: str = "timestamp") -> datetime | None:
         return None
     example = "like 2026-03-01T09:30:00Z or 2026-03-01T10:30:00+01:00"
     if not isinstance(value, str):
-        raise InvalidInput(field, f"must be an ISO 8601 string, {example}; got {_json_type(value)}")
+        raise InvalidInput(field, f"must be an ISO 8601 string, {example}; got {json_type(value)}")
     shown = value if len(value) <= 40 else value[:40] + "…"
     try:
         when = datetime.fromisoformat(value)
@@ -88,7 +88,7 @@ def event_time(value: Any, field: str = "timestamp") -> datetime | None:
 
 def attributes(value: Any, field: str = "attributes") -> dict:
     if not isinstance(value, dict):
-        raise InvalidInput(field, f"must be a JSON object, got {_json_type(value)}")
+        raise InvalidInput(field, f"must be a JSON object, got {json_type(value)}")
     if _depth(value) > MAX_ATTRIBUTE_DEPTH:
         raise InvalidInput(field, f"must not be nested more than {MAX_ATTRIBUTE_DEPTH} levels deep")
     return value
@@ -106,7 +106,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {
