@@ -393,3 +393,55 @@ def test_the_age_limit_for_transactions_is_a_setting(shop, clock, settings):
         assert send(shop, "POST", url("ann", events=True), body).status_code == 201
     receipts = OutboxEmail.objects.filter(transaction_name="purchase-confirmation")
     assert list(receipts.values_list("event__timestamp", flat=True)) == [START - timedelta(days=1)]
+
+
+def test_segments_read_when_an_event_happened_or_when_it_arrived(api, pushed, write_config, clock):
+    """The SQL and the evaluator of docs/segments.md, "When it happened"."""
+    pushed(
+        write_config(
+            """
+            from datetime import timedelta
+
+            from django.db.models import Exists, OuterRef
+
+            from segflow.models import Event
+
+
+            def recent_buyers(users, now):
+                purchases = Event.objects.filter(
+                    user=OuterRef("pk"), name="purchase", timestamp__gte=now - timedelta(days=30)
+                )
+                return users.filter(Exists(purchases))
+
+
+            config = {
+                "templates": {},
+                "segments": {
+                    "bought-last-30-days": {
+                        "sql": "SELECT e.user_id AS id FROM events e "
+                        "WHERE e.name = 'purchase' AND e.timestamp >= %(since)s",
+                        "params": lambda now: {"since": now - timedelta(days=30)},
+                    },
+                    "recent-buyers": {"evaluator": recent_buyers},
+                    "heard-of-a-purchase-lately": {
+                        "sql": "SELECT e.user_id AS id FROM events e "
+                        "WHERE e.name = 'purchase' AND e.created_at >= %(since)s",
+                        "params": lambda now: {"since": now - timedelta(days=30)},
+                    },
+                },
+                "campaigns": {},
+            }
+            """
+        )
+    )
+    imported = {"name": "purchase", "timestamp": "2026-01-05T12:00:00Z"}  # two months ago
+    assert send(api, "POST", url("ann", events=True), imported).status_code == 201
+    assert api.get(url("ann")).json()["segments"] == ["heard-of-a-purchase-lately"]
+
+    recent = {"name": "purchase", "timestamp": "2026-02-20T12:00:00Z"}  # ten days ago
+    assert send(api, "POST", url("bob", events=True), recent).status_code == 201
+    assert api.get(url("bob")).json()["segments"] == [
+        "bought-last-30-days",
+        "heard-of-a-purchase-lately",
+        "recent-buyers",
+    ]
