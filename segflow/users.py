@@ -172,21 +172,16 @@ def store_events(
     """
     now = timezone.now()
     results: list[Recorded | None] = [None] * len(events)
+    candidates: list[int] = []  # positions of the events that are not repeats within the batch
+    first: dict[str, int] = {}  # message id -> position of its first event in this batch
+    for n, new in enumerate(events):
+        if new.message_id is None or new.message_id not in first:
+            if new.message_id is not None:
+                first[new.message_id] = n
+            candidates.append(n)
+    patched = {user_id for user_id, _ in attribute_patches}
+    user_ids = sorted({events[n].user_id for n in candidates} | patched)
     with transaction.atomic():
-        # Message ids stored before: a read to leave them out up front (no user is created for
-        # them). The unique key still decides, for a repeat that commits after this read.
-        stored = _stored_events({e.message_id for e in events if e.message_id})
-        fresh: list[int] = []  # positions of the events to insert
-        first: dict[str, int] = {}  # message id -> position of its first event in this batch
-        for n, new in enumerate(events):
-            if new.message_id in stored:
-                results[n] = Recorded(stored[new.message_id], duplicate=True)
-            elif new.message_id is None or new.message_id not in first:
-                if new.message_id is not None:
-                    first[new.message_id] = n
-                fresh.append(n)
-        patched = {user_id for user_id, _ in attribute_patches}
-        user_ids = sorted({events[n].user_id for n in fresh} | patched)
         # Lock the users first, in id order, as event processing does: inserting an event locks
         # its user too, and two batches locking the same users in their own orders deadlock.
         users = lock_users(user_ids)
@@ -201,14 +196,24 @@ def store_events(
             )
         if attribute_patches:
             _merge_attributes(attribute_patches, users, [u for u in missing if u in patched], now)
+        # The message ids stored before, read once this batch holds its users: every request that
+        # stores events for them holds them too, so what it stored is committed and seen here,
+        # and from now on none of them can store an event for these users until this commits.
+        stored = _stored_events(events[n].message_id for n in candidates if events[n].message_id)
+        fresh = [n for n in candidates if events[n].message_id not in stored]
         rows = [events[n].row(now) for n in fresh]
         inserted = _insert_events(rows)
+        # An event skipped by the unique key: another user's event with that id, stored since.
         raced = [row.message_id for row, ok in zip(rows, inserted, strict=True) if not ok]
         stored.update(_stored_events(raced))
         if any(message_id not in stored for message_id in raced):
             raise IntegrityError("an event was not inserted, yet its message id is not stored")
-        for n, row, ok in zip(fresh, rows, inserted, strict=True):
-            results[n] = Recorded(row) if ok else Recorded(stored[row.message_id], duplicate=True)
+        inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
+        for n in candidates:
+            if n in inserted_at and inserted_at[n][1]:
+                results[n] = Recorded(inserted_at[n][0])
+            else:
+                results[n] = Recorded(stored[events[n].message_id], duplicate=True)
         for n, new in enumerate(events):
             if results[n] is None:  # a repeat of an earlier event in this batch
                 results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
@@ -267,7 +272,11 @@ _INSERTED_FIELDS = (
 
 def _insert_events(rows: list[Event]) -> list[bool]:
     """Insert the rows in order, setting their ids; for each, whether it was inserted (False: its
-    message id is stored already, by a request that committed after we looked)."""
+    message id is stored already, by a request that committed after we looked).
+
+    The unique key on the message id decides, never a read before the write: rows are inserted
+    with insert-ignore, which skips a row whose message id is taken.
+    """
     if not any(row.message_id for row in rows):
         # Nothing to collide: the fastest insert this database has.
         if connection.features.can_return_rows_from_bulk_insert:
@@ -276,23 +285,69 @@ def _insert_events(rows: list[Event]) -> list[bool]:
             for row in rows:
                 row.save(force_insert=True)
         return [True] * len(rows)
-    # One statement per row that skips a row whose message id is taken: the unique key decides,
-    # never a read before the write.
-    fields = [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
-    quote = connection.ops.quote_name
-    sql = (
-        f"{insert_ignore()} INTO {quote(Event._meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in fields)}) VALUES ({placeholders(len(fields))})"
-    )
+    if all(row.message_id for row in rows):
+        return _insert_all(rows)
     inserted = []
     with connection.cursor() as cursor:
         for row in rows:
-            params = [f.get_db_prep_save(getattr(row, f.attname), connection) for f in fields]
-            cursor.execute(sql, params)
+            cursor.execute(_insert_ignore_sql(1), _insert_params([row]))
             if cursor.rowcount == 1:
-                row.pk = cursor.lastrowid
-                row._state.adding, row._state.db = False, connection.alias
+                _mark_saved(row, cursor.lastrowid)
                 inserted.append(True)
             else:
                 inserted.append(False)
     return inserted
+
+
+def _insert_all(rows: list[Event]) -> list[bool]:
+    """Insert rows that all have message ids in a few statements, and read their ids back by
+    message id. A row whose id is stored under its own user is the one inserted here: the caller
+    holds the rows' users, and had seen every event stored for them before (see `store_events`).
+    Stored under another user, it was skipped: that user's event came first."""
+    fields = _inserted_fields()
+    size = max(1, connection.ops.bulk_batch_size(fields, rows))
+    count = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(_insert_ignore_sql(len(chunk)), _insert_params(chunk))
+            count += cursor.rowcount
+    stored = {
+        message_id: (pk, user_id)
+        for pk, message_id, user_id in Event.objects.filter(
+            message_id__in=[row.message_id for row in rows]
+        ).values_list("pk", "message_id", "user_id")
+    }
+    inserted = []
+    for row in rows:
+        pk, user_id = stored.get(row.message_id, (None, None))
+        if user_id == row.user_id:
+            _mark_saved(row, pk)
+        inserted.append(user_id == row.user_id)
+    if sum(inserted) != count:
+        raise IntegrityError(f"{count} events inserted, but {sum(inserted)} read back")
+    return inserted
+
+
+def _inserted_fields():
+    return [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
+
+
+def _insert_ignore_sql(count: int) -> str:
+    fields = _inserted_fields()
+    quote = connection.ops.quote_name
+    values = ", ".join([f"({placeholders(len(fields))})"] * count)
+    return (
+        f"{insert_ignore()} INTO {quote(Event._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in fields)}) VALUES {values}"
+    )
+
+
+def _insert_params(rows: list[Event]) -> list:
+    fields = _inserted_fields()
+    return [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields]
+
+
+def _mark_saved(row: Event, pk: int) -> None:
+    row.pk = pk
+    row._state.adding, row._state.db = False, connection.alias

@@ -231,13 +231,13 @@ def test_concurrent_senders_of_one_message_id_for_different_users_store_it_once(
 
 
 def test_a_message_id_stored_after_the_batch_looked_is_not_stored_twice(shop):
-    """What the unique key does when another request stores an id between the batch's read and
-    its insert (simulated: the read sees nothing)."""
+    """What the unique key does when another request stores an id for another user between the
+    batch's read and its insert (simulated: the read sees nothing)."""
     from unittest import mock
 
     import segflow.users
 
-    send(shop, "POST", url("ann", events=True), purchase(message_id="m-1"))
+    send(shop, "POST", url("bob", events=True), purchase(message_id="m-1"))
     real = segflow.users._stored_events
     reads = []
 
@@ -259,8 +259,30 @@ def test_a_message_id_stored_after_the_batch_looked_is_not_stored_twice(shop):
     events = response.json()["events"]
     assert [e["duplicate"] for e in events] == [False, True, True]
     assert events[1]["id"] == events[2]["id"] == Event.objects.get(message_id="m-1").pk
+    assert events[1]["user_id"] == "bob"
     assert Event.objects.count() == 2
-    assert sent("ann", transaction_name="purchase-confirmation") == ["purchase-confirmation"]
+    assert sent(transaction_name="purchase-confirmation") == ["purchase-confirmation"]  # bob's
+
+
+def test_a_batch_mixing_events_with_and_without_ids_is_stored_in_order(shop):
+    send(shop, "POST", url("bob", events=True), purchase(message_id="m-1"))
+    body = {
+        "events": [
+            {"user_id": "ann", "name": "a"},
+            {"user_id": "ann", **purchase(message_id="m-1")},
+            {"user_id": "ann", "name": "b", "message_id": "m-2"},
+            {"user_id": "ann", "name": "c"},
+        ]
+    }
+    events = send(shop, "POST", "/api/events", body).json()["events"]
+    assert [(e["name"], e["user_id"], e["duplicate"]) for e in events] == [
+        ("a", "ann", False),
+        ("purchase", "bob", True),
+        ("b", "ann", False),
+        ("c", "ann", False),
+    ]
+    assert events[0]["id"] < events[2]["id"] < events[3]["id"]
+    assert Event.objects.count() == 4
 
 
 # -- timestamp ----------------------------------------------------------------------------------
