@@ -272,7 +272,7 @@ _INSERTED_FIELDS = (
 
 def _insert_events(rows: list[Event]) -> list[bool]:
     """Insert the rows in order, setting their ids; for each, whether it was inserted (False: its
-    message id is stored already, by a request that committed after we looked).
+    message id was stored since the caller looked, for another user).
 
     The unique key on the message id decides, never a read before the write: rows are inserted
     with insert-ignore, which skips a row whose message id is taken.
