@@ -50,7 +50,7 @@ class OutboxInline(ReadOnlyInline):
 
 class EventInline(ReadOnlyInline):
     model = Event
-    fields = ("name", "attributes", "created_at")
+    fields = ("name", "attributes", "timestamp", "created_at")
     readonly_fields = fields
     ordering = ("-created_at",)
     max_num = 0
@@ -83,9 +83,9 @@ class UserAdmin(ReadOnlyAdmin):
 
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "name", "user", "created_at", "processed_at")
+    list_display = ("id", "name", "user", "timestamp", "created_at", "processed_at")
     list_filter = ("name",)
-    search_fields = ("user__id", "name")
+    search_fields = ("user__id", "name", "=message_id")
     date_hierarchy = "created_at"
     list_select_related = ("user",)
 

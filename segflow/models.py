@@ -48,7 +48,15 @@ class Event(models.Model):
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="events")
     name = ExactCharField(max_length=255)
     attributes = models.JSONField(default=dict, blank=True)
+    # When the event happened, as the sender says (`timestamp`), else when it arrived.
+    timestamp = models.DateTimeField(default=timezone.now)
+    # When segflow received it.
     created_at = models.DateTimeField(default=timezone.now)
+    # The sender's id for the event (Segment's messageId). Unique across all users, so a retried
+    # event is stored and acted on once; NULLs (no id given) do not collide on any database.
+    message_id = ExactCharField(max_length=255, null=True, blank=True, unique=True)
+    # What the sender said about where the event came from (Segment's `context`: library, ip...).
+    context = models.JSONField(default=dict, blank=True)
     # Set once transactions and segments have seen the event; the schedule sweeps up the rest.
     processed_at = models.DateTimeField(null=True, blank=True)
     # When the schedule's sweep last handed out this event again (see pipeline.sweep).
@@ -58,6 +66,7 @@ class Event(models.Model):
         db_table = "events"
         indexes = [
             models.Index(fields=["user", "created_at"]),
+            models.Index(fields=["user", "timestamp"]),
             models.Index(fields=["name", "created_at"]),
             models.Index(fields=["processed_at", "created_at"]),
         ]

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
@@ -9,7 +11,7 @@ from django.db import IntegrityError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .db import lock_user, lock_users
+from .db import insert_ignore, lock_user, lock_users, placeholders
 from .dispatch import enqueue, enqueue_in_batches
 from .models import Event, User
 
@@ -88,47 +90,264 @@ def delete_user(user_id: str) -> bool:
     return deleted > 0
 
 
+@dataclass(frozen=True)
+class NewEvent:
+    """An event as the API received it. `timestamp` is when it happened (None: as it arrives);
+    `message_id` the sender's id for it, which makes a repeated event a duplicate."""
+
+    user_id: str
+    name: str
+    attributes: dict[str, Any] = field(default_factory=dict)
+    message_id: str | None = None
+    timestamp: datetime | None = None
+    context: dict[str, Any] = field(default_factory=dict)
+
+    def row(self, now: datetime) -> Event:
+        return Event(
+            user_id=self.user_id,
+            name=self.name,
+            attributes=self.attributes,
+            message_id=self.message_id,
+            timestamp=self.timestamp or now,
+            context=self.context,
+            created_at=now,
+        )
+
+
+@dataclass(frozen=True)
+class Recorded:
+    """A stored event; `duplicate` when its message id was already stored (the stored one)."""
+
+    event: Event
+    duplicate: bool = False
+
+
 def record_event(user_id: str, name: str, attributes: dict[str, Any]) -> Event:
     """Store an event (creating an unknown user) and have it processed after commit."""
-    now = timezone.now()
-    with transaction.atomic():
-        _, created = User.objects.get_or_create(
-            pk=user_id, defaults={"attributes": {}, "created_at": now, "updated_at": now}
-        )
-        event = Event.objects.create(
-            user_id=user_id, name=name, attributes=attributes, created_at=now
-        )
-        event_id = event.pk
-        transaction.on_commit(lambda: enqueue("process_events", [event_id]))
-    return event
+    return store_event(NewEvent(user_id, name, attributes)).event
 
 
-def record_events(events: list[tuple[str, str, dict[str, Any]]]) -> list[Event]:
-    """Store many (user id, name, attributes) events at once, all or none, creating unknown
-    users; they are processed after commit, SEGFLOW_BATCH_SIZE to a task, in the given order."""
+def record_events(events: Iterable[tuple[str, str, dict[str, Any]]]) -> list[Event]:
+    """Store many (user id, name, attributes) events at once; see `store_events`."""
+    return [r.event for r in store_events([NewEvent(*event) for event in events])]
+
+
+def store_event(new: NewEvent) -> Recorded:
+    """Store one event (creating an unknown user) and have it processed after commit.
+
+    An event whose `message_id` is already stored is not stored again: the stored one comes back
+    as a duplicate, and nothing is done again. The unique key on `events.message_id` decides,
+    so two concurrent requests with the same id store one event between them.
+    """
     now = timezone.now()
-    user_ids = sorted({user_id for user_id, _, _ in events})
+    try:
+        with transaction.atomic():
+            # The user first, as everywhere: an insert that waits on a message id another request
+            # is storing must not hold anything that request waits for.
+            if lock_user(new.user_id) is None:
+                _create_user(new.user_id, now)
+            event = new.row(now)
+            event.save(force_insert=True)
+            event_id = event.pk
+            transaction.on_commit(lambda: enqueue("process_events", [event_id]))
+    except IntegrityError:
+        # The message id was stored meanwhile (committed: the insert waited for its lock).
+        stored = _stored_events([new.message_id]).get(new.message_id) if new.message_id else None
+        if stored is None:
+            raise
+        return Recorded(stored, duplicate=True)
+    return Recorded(event)
+
+
+def store_events(
+    events: Sequence[NewEvent], attribute_patches: Sequence[tuple[str, dict[str, Any]]] = ()
+) -> list[Recorded]:
+    """Store many events at once, all or none, creating unknown users, and merge attribute
+    patches (user id, patch; RFC 7396 like `patch_user`, creating unknown users) in the same
+    transaction. The events are processed after commit, SEGFLOW_BATCH_SIZE to a task, in the
+    given order; users whose attributes changed are re-evaluated.
+
+    An event whose `message_id` is already stored, or repeats one earlier in `events`, is not
+    stored again: its place in the answer holds the stored (or first) event, as a duplicate.
+    """
+    now = timezone.now()
+    results: list[Recorded | None] = [None] * len(events)
+    candidates: list[int] = []  # positions of the events that are not repeats within the batch
+    first: dict[str, int] = {}  # message id -> position of its first event in this batch
+    for n, new in enumerate(events):
+        if new.message_id is None or new.message_id not in first:
+            if new.message_id is not None:
+                first[new.message_id] = n
+            candidates.append(n)
+    patched = {user_id for user_id, _ in attribute_patches}
+    user_ids = sorted({events[n].user_id for n in candidates} | patched)
     with transaction.atomic():
         # Lock the users first, in id order, as event processing does: inserting an event locks
         # its user too, and two batches locking the same users in their own orders deadlock.
-        existing = set(lock_users(user_ids))
-        User.objects.bulk_create(
-            [
-                User(id=user_id, attributes={}, created_at=now, updated_at=now)
-                for user_id in user_ids
-                if user_id not in existing
-            ],
-            ignore_conflicts=True,
-        )
-        rows = [
-            Event(user_id=user_id, name=name, attributes=attributes, created_at=now)
-            for user_id, name, attributes in events
-        ]
+        users = lock_users(user_ids)
+        missing = [user_id for user_id in user_ids if user_id not in users]
+        if missing:
+            User.objects.bulk_create(
+                [
+                    User(id=user_id, attributes={}, created_at=now, updated_at=now)
+                    for user_id in missing
+                ],
+                ignore_conflicts=True,
+            )
+        if attribute_patches:
+            _merge_attributes(attribute_patches, users, [u for u in missing if u in patched], now)
+        # The message ids stored before, read once this batch holds its users: every request that
+        # stores events for them holds them too, so what it stored is committed and seen here,
+        # and from now on none of them can store an event for these users until this commits.
+        stored = _stored_events(events[n].message_id for n in candidates if events[n].message_id)
+        fresh = [n for n in candidates if events[n].message_id not in stored]
+        rows = [events[n].row(now) for n in fresh]
+        inserted = _insert_events(rows)
+        # An event skipped by the unique key: another user's event with that id, stored since.
+        raced = [row.message_id for row, ok in zip(rows, inserted, strict=True) if not ok]
+        stored.update(_stored_events(raced))
+        if any(message_id not in stored for message_id in raced):
+            raise IntegrityError("an event was not inserted, yet its message id is not stored")
+        inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
+        for n in candidates:
+            if n in inserted_at and inserted_at[n][1]:
+                results[n] = Recorded(inserted_at[n][0])
+            else:
+                results[n] = Recorded(stored[events[n].message_id], duplicate=True)
+        for n, new in enumerate(events):
+            if results[n] is None:  # a repeat of an earlier event in this batch
+                results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
+        ids = [row.pk for row, ok in zip(rows, inserted, strict=True) if ok]
+        if ids:
+            transaction.on_commit(lambda: enqueue_in_batches("process_events", ids))
+    return results
+
+
+def _create_user(user_id: str, now: datetime) -> None:
+    """Create a user with no attributes, locked; or lock the one a concurrent request created."""
+    try:
+        with transaction.atomic():
+            User.objects.create(id=user_id, attributes={}, created_at=now, updated_at=now)
+    except IntegrityError:
+        lock_user(user_id)
+
+
+def _merge_attributes(
+    patches: Sequence[tuple[str, dict[str, Any]]],
+    users: dict[str, User],
+    created: list[str],
+    now: datetime,
+) -> None:
+    """Merge the patches into the locked users, one write per user whose attributes change
+    (and per user just created, whose segments are then evaluated for the first time)."""
+    if created:
+        # Created above (or, if a concurrent request won, by it): lock and read them now.
+        users.update(lock_users(created))
+    before = {user_id: users[user_id].attributes for user_id, _ in patches}
+    for user_id, patch in patches:
+        user = users[user_id]
+        user.attributes = merge_patch(user.attributes or {}, patch)
+    for user_id, attributes in before.items():
+        if users[user_id].attributes != attributes or user_id in created:
+            mark_attributes_changed(users[user_id], now)
+
+
+def _stored_events(message_ids: Iterable[str]) -> dict[str, Event]:
+    ids = list(message_ids)
+    if not ids:
+        return {}
+    return {e.message_id: e for e in Event.objects.filter(message_id__in=ids)}
+
+
+_INSERTED_FIELDS = (
+    "user_id",
+    "name",
+    "attributes",
+    "timestamp",
+    "created_at",
+    "message_id",
+    "context",
+)
+
+
+def _insert_events(rows: list[Event]) -> list[bool]:
+    """Insert the rows in order, setting their ids; for each, whether it was inserted (False: its
+    message id was stored since the caller looked, for another user).
+
+    The unique key on the message id decides, never a read before the write: rows are inserted
+    with insert-ignore, which skips a row whose message id is taken.
+    """
+    if not any(row.message_id for row in rows):
+        # Nothing to collide: the fastest insert this database has.
         if connection.features.can_return_rows_from_bulk_insert:
             Event.objects.bulk_create(rows)
         else:  # (MySQL gives no ids back from a multi-row insert)
             for row in rows:
                 row.save(force_insert=True)
-        ids = [row.pk for row in rows]
-        transaction.on_commit(lambda: enqueue_in_batches("process_events", ids))
-    return rows
+        return [True] * len(rows)
+    if all(row.message_id for row in rows):
+        return _insert_all(rows)
+    inserted = []
+    with connection.cursor() as cursor:
+        for row in rows:
+            cursor.execute(_insert_ignore_sql(1), _insert_params([row]))
+            if cursor.rowcount == 1:
+                _mark_saved(row, cursor.lastrowid)
+                inserted.append(True)
+            else:
+                inserted.append(False)
+    return inserted
+
+
+def _insert_all(rows: list[Event]) -> list[bool]:
+    """Insert rows that all have message ids in a few statements, and read their ids back by
+    message id. A row whose id is stored under its own user is the one inserted here: the caller
+    holds the rows' users, and had seen every event stored for them before (see `store_events`).
+    Stored under another user, it was skipped: that user's event came first."""
+    fields = _inserted_fields()
+    size = max(1, connection.ops.bulk_batch_size(fields, rows))
+    count = 0
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(_insert_ignore_sql(len(chunk)), _insert_params(chunk))
+            count += cursor.rowcount
+    stored = {
+        message_id: (pk, user_id)
+        for pk, message_id, user_id in Event.objects.filter(
+            message_id__in=[row.message_id for row in rows]
+        ).values_list("pk", "message_id", "user_id")
+    }
+    inserted = []
+    for row in rows:
+        pk, user_id = stored.get(row.message_id, (None, None))
+        if user_id == row.user_id:
+            _mark_saved(row, pk)
+        inserted.append(user_id == row.user_id)
+    if sum(inserted) != count:
+        raise IntegrityError(f"{count} events inserted, but {sum(inserted)} read back")
+    return inserted
+
+
+def _inserted_fields():
+    return [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
+
+
+def _insert_ignore_sql(count: int) -> str:
+    fields = _inserted_fields()
+    quote = connection.ops.quote_name
+    values = ", ".join([f"({placeholders(len(fields))})"] * count)
+    return (
+        f"{insert_ignore()} INTO {quote(Event._meta.db_table)} "
+        f"({', '.join(quote(f.column) for f in fields)}) VALUES {values}"
+    )
+
+
+def _insert_params(rows: list[Event]) -> list:
+    fields = _inserted_fields()
+    return [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields]
+
+
+def _mark_saved(row: Event, pk: int) -> None:
+    row.pk = pk
+    row._state.adding, row._state.db = False, connection.alias

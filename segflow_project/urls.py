@@ -2,6 +2,8 @@ from django.contrib import admin
 from django.urls import include, path, re_path
 from django.views.generic import RedirectView
 
+from segflow.api.urls import v1_urlpatterns
+
 urlpatterns = [
     # The outbox's admin pages moved with the outbox to the email app; old bookmarks still work.
     re_path(
@@ -10,6 +12,8 @@ urlpatterns = [
     ),
     path("admin/", admin.site.urls),
     path("api/", include("segflow.api.urls")),
+    # The Segment tracking spec, where Segment's libraries send: identify, track, batch...
+    path("v1/", include(v1_urlpatterns)),
     # Unsubscribe links and the providers' tracking webhooks.
     path("", include("delivery.urls")),
 ]

@@ -256,9 +256,19 @@ def test_events_are_listed_newest_first_a_page_at_a_time(api, clock):
         "imported",
     ]
     newest = body["results"][0]
-    assert set(newest) == {"id", "user_id", "name", "attributes", "created_at"}
+    assert set(newest) == {
+        "id",
+        "user_id",
+        "name",
+        "attributes",
+        "timestamp",
+        "created_at",
+        "message_id",
+        "context",
+    }
     assert newest["attributes"] == {"n": 5}
-    assert at(newest["created_at"]) == START + timedelta(minutes=4)
+    assert at(newest["created_at"]) == at(newest["timestamp"]) == START + timedelta(minutes=4)
+    assert newest["message_id"] is None and newest["context"] == {}
 
     first = api.get(url("jane", events=True), {"page_size": 2}).json()
     assert first["count"] == 6 and first["previous"] is None

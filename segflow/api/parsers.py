@@ -15,27 +15,31 @@ class StrictJSONParser(JSONParser):
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
             raise PayloadTooLarge()
-        encoding = (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET)
-        try:
-            text = body.decode(encoding)
-        except (UnicodeDecodeError, LookupError) as exc:
-            raise ParseError(f"body: not valid {encoding} text") from exc
-        try:
-            data = json.loads(text, parse_constant=_reject_constant)
-        except RecursionError as exc:
-            raise ParseError("body: JSON nested too deeply") from exc
-        except ValueError as exc:
-            if "int_max_str_digits" in str(exc) or "digits" in str(exc):
-                raise ParseError("body: a number has too many digits") from exc
-            raise ParseError(f"body: malformed JSON ({exc})") from exc
-        # 1e400 (infinity) and lone surrogates ("\\ud800") parse, but cannot be stored or sent.
-        try:
-            json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
-        except UnicodeEncodeError as exc:
-            raise ParseError("body: text must be valid Unicode (it has a lone surrogate)") from exc
-        except ValueError as exc:
-            raise ParseError("body: a number is too large to store") from exc
-        return data
+        return strict_json(body, (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET))
+
+
+def strict_json(body: bytes, encoding: str):
+    """The JSON in `body`, or a ParseError that says what is wrong with it."""
+    try:
+        text = body.decode(encoding)
+    except (UnicodeDecodeError, LookupError) as exc:
+        raise ParseError(f"body: not valid {encoding} text") from exc
+    try:
+        data = json.loads(text, parse_constant=_reject_constant)
+    except RecursionError as exc:
+        raise ParseError("body: JSON nested too deeply") from exc
+    except ValueError as exc:
+        if "int_max_str_digits" in str(exc) or "digits" in str(exc):
+            raise ParseError("body: a number has too many digits") from exc
+        raise ParseError(f"body: malformed JSON ({exc})") from exc
+    # 1e400 (infinity) and lone surrogates ("\\ud800") parse, but cannot be stored or sent.
+    try:
+        json.dumps(data, ensure_ascii=False, allow_nan=False).encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ParseError("body: text must be valid Unicode (it has a lone surrogate)") from exc
+    except ValueError as exc:
+        raise ParseError("body: a number is too large to store") from exc
+    return data
 
 
 def _reject_constant(name: str):

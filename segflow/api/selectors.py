@@ -61,5 +61,8 @@ def event_detail(event: Event) -> dict[str, Any]:
         "user_id": event.user_id,
         "name": event.name,
         "attributes": event.attributes,
+        "timestamp": event.timestamp,
         "created_at": event.created_at,
+        "message_id": event.message_id,
+        "context": event.context,
     }

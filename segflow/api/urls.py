@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import views
+from . import segment, views
 
 urlpatterns = [
     path("", views.IndexView.as_view(), name="index"),
@@ -12,4 +12,16 @@ urlpatterns = [
     re_path(r"^users//events/?$", views.EmptyIdView.as_view()),
     # Anything else under /api/ answers in JSON too, never with an HTML page.
     re_path(r"^.*$", views.no_such_endpoint),
+]
+
+# /v1/: the Segment tracking spec (segflow/api/segment.py).
+v1_urlpatterns = [
+    path("identify", segment.IdentifyView.as_view(), name="v1-identify"),
+    path("track", segment.TrackView.as_view(), name="v1-track"),
+    path("page", segment.PageView.as_view(), name="v1-page"),
+    path("screen", segment.ScreenView.as_view(), name="v1-screen"),
+    path("group", segment.GroupView.as_view(), name="v1-group"),
+    path("alias", segment.AliasView.as_view(), name="v1-alias"),
+    path("batch", segment.BatchView.as_view(), name="v1-batch"),
+    re_path(r"^.*$", segment.no_such_endpoint),
 ]

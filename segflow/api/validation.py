@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
+from django.conf import settings
+from django.utils import timezone
+
 from segflow.addresses import EXAMPLE, NotOneAddress, parse_address
+from segflow.users import NewEvent
 
 from .errors import InvalidInput
 
@@ -19,7 +24,7 @@ def body_object(
     """`data` as a JSON object with only `allowed` keys and all `required` ones; `field` names
     where it sits in the body (nothing for the body itself)."""
     if not isinstance(data, dict):
-        raise InvalidInput(field or "body", f"must be a JSON object, got {_json_type(data)}")
+        raise InvalidInput(field or "body", f"must be a JSON object, got {json_type(data)}")
     prefix = f"{field}." if field else ""
     unknown = sorted(set(data) - allowed)
     if unknown:
@@ -34,7 +39,7 @@ def body_object(
 
 def identifier(value: Any, field: str) -> str:
     if not isinstance(value, str):
-        raise InvalidInput(field, f"must be a string, got {_json_type(value)}")
+        raise InvalidInput(field, f"must be a string, got {json_type(value)}")
     if not value.strip():
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
@@ -44,9 +49,47 @@ def identifier(value: Any, field: str) -> str:
     return value
 
 
+def message_id(value: Any, field: str = "message_id") -> str | None:
+    """The sender's id for an event (optional): events with an id already stored are duplicates."""
+    return None if value is None else identifier(value, field)
+
+
+EARLIEST_EVENT_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+
+
+def event_time(value: Any, field: str = "timestamp") -> datetime | None:
+    """When an event happened (optional): ISO 8601 with a UTC offset, not far in the future."""
+    if value is None:
+        return None
+    example = "like 2026-03-01T09:30:00Z or 2026-03-01T10:30:00+01:00"
+    if not isinstance(value, str):
+        raise InvalidInput(field, f"must be an ISO 8601 string, {example}; got {json_type(value)}")
+    shown = value if len(value) <= 40 else value[:40] + "…"
+    try:
+        when = datetime.fromisoformat(value)
+    except ValueError:
+        raise InvalidInput(field, f"must be an ISO 8601 time, {example}; got {shown!r}") from None
+    if when.tzinfo is None or when.utcoffset() is None:
+        raise InvalidInput(field, f"must have a UTC offset (Z or +hh:mm), {example}; got {shown!r}")
+    try:
+        when = when.astimezone(UTC)
+    except OverflowError:
+        raise InvalidInput(field, f"is out of range; got {shown!r}") from None
+    if when < EARLIEST_EVENT_TIME:
+        raise InvalidInput(field, f"must not be before 1970-01-01T00:00:00Z; got {shown!r}")
+    ahead = settings.SEGFLOW_MAX_EVENT_FUTURE_SECONDS
+    if when > timezone.now() + timedelta(seconds=ahead):
+        raise InvalidInput(
+            field,
+            f"must not be more than {ahead} seconds in the future "
+            f"(SEGFLOW_MAX_EVENT_FUTURE_SECONDS); got {shown!r}",
+        )
+    return when
+
+
 def attributes(value: Any, field: str = "attributes") -> dict:
     if not isinstance(value, dict):
-        raise InvalidInput(field, f"must be a JSON object, got {_json_type(value)}")
+        raise InvalidInput(field, f"must be a JSON object, got {json_type(value)}")
     if _depth(value) > MAX_ATTRIBUTE_DEPTH:
         raise InvalidInput(field, f"must not be nested more than {MAX_ATTRIBUTE_DEPTH} levels deep")
     return value
@@ -60,7 +103,7 @@ def user_attributes(value: Any, field: str = "attributes") -> dict:
     if email is None or email == "":
         return value
     if not isinstance(email, str):
-        raise InvalidInput(f"{field}.email", f"must be a string, got {_json_type(email)}")
+        raise InvalidInput(f"{field}.email", f"must be a string, got {json_type(email)}")
     try:
         parse_address(email)
     except NotOneAddress as exc:
@@ -83,7 +126,7 @@ def _depth(value: Any) -> int:
     return deepest
 
 
-def _json_type(value: Any) -> str:
+def json_type(value: Any) -> str:
     if value is None:
         return "null"
     return {
@@ -96,8 +139,32 @@ def _json_type(value: Any) -> str:
     }.get(type(value), type(value).__name__)
 
 
-def event_batch(data: Any, limit: int) -> list[tuple[str, str, dict]]:
-    """The body of POST /api/events as (user id, name, attributes) triples, all checked."""
+EVENT_FIELDS = {"name", "attributes", "message_id", "timestamp"}
+
+
+def event(item: dict, user_id: str, field: str = "") -> NewEvent:
+    """An event from a body object already checked for its keys (EVENT_FIELDS); `field` names
+    where it sits in the body (nothing for the body itself)."""
+    prefix = f"{field}." if field else ""
+    return NewEvent(
+        user_id=user_id,
+        name=identifier(item["name"], prefix + "name"),
+        attributes=attributes(item.get("attributes", {}), prefix + "attributes"),
+        message_id=message_id(item.get("message_id"), prefix + "message_id"),
+        timestamp=event_time(item.get("timestamp"), prefix + "timestamp"),
+    )
+
+
+def path_safe_user_id(value: Any, field: str) -> str:
+    """A user id from a body: one that can be read, changed and deleted by its path later."""
+    user_id = identifier(value, field)
+    if "/" in user_id:
+        raise InvalidInput(field, "user ids cannot contain '/'")
+    return user_id
+
+
+def event_batch(data: Any, limit: int) -> list[NewEvent]:
+    """The body of POST /api/events as events, all checked."""
     body = body_object(data, {"events"}, {"events"})
     items = body["events"]
     if not isinstance(items, list) or not items:
@@ -107,17 +174,7 @@ def event_batch(data: Any, limit: int) -> list[tuple[str, str, dict]]:
     events = []
     for n, item in enumerate(items):
         field = f"events[{n}]"
-        item = body_object(
-            item, {"user_id", "name", "attributes"}, {"user_id", "name"}, field=field
-        )
-        user_id = identifier(item["user_id"], f"{field}.user_id")
-        if "/" in user_id:  # such a user could never be read, changed or deleted by its path
-            raise InvalidInput(f"{field}.user_id", "user ids cannot contain '/'")
-        events.append(
-            (
-                user_id,
-                identifier(item["name"], f"{field}.name"),
-                attributes(item.get("attributes", {}), f"{field}.attributes"),
-            )
-        )
+        body_object(item, EVENT_FIELDS | {"user_id"}, {"user_id", "name"}, field=field)
+        user_id = path_safe_user_id(item["user_id"], f"{field}.user_id")
+        events.append(event(item, user_id, field))
     return events

@@ -80,11 +80,12 @@ class UserEventsView(APIView):
 
     def post(self, request, user_id: str):
         validation.identifier(user_id, "id")
-        body = validation.body_object(request.data, {"name", "attributes"}, {"name"})
-        name = validation.identifier(body["name"], "name")
-        attributes = validation.attributes(body.get("attributes", {}))
-        event = user_service.record_event(user_id, name, attributes)
-        return Response(event_detail(event), status=status.HTTP_201_CREATED)
+        body = validation.body_object(request.data, validation.EVENT_FIELDS, {"name"})
+        recorded = user_service.store_event(validation.event(body, user_id))
+        return Response(
+            _recorded_detail(recorded),
+            status=status.HTTP_200_OK if recorded.duplicate else status.HTTP_201_CREATED,
+        )
 
 
 class EventsView(APIView):
@@ -92,10 +93,11 @@ class EventsView(APIView):
 
     def post(self, request):
         events = validation.event_batch(request.data, settings.SEGFLOW_MAX_EVENTS_PER_REQUEST)
-        recorded = user_service.record_events(events)
+        recorded = user_service.store_events(events)
+        stored_any = any(not r.duplicate for r in recorded)
         return Response(
-            {"events": [event_detail(e) for e in recorded]},
-            status=status.HTTP_201_CREATED,
+            {"events": [_recorded_detail(r) for r in recorded]},
+            status=status.HTTP_201_CREATED if stored_any else status.HTTP_200_OK,
         )
 
 
@@ -143,6 +145,12 @@ def no_such_endpoint(request, *args, **kwargs):
         },
         status=404,
     )
+
+
+def _recorded_detail(recorded: user_service.Recorded) -> dict:
+    """A POSTed event as stored; `duplicate`: its message id was stored before, and this is the
+    event stored then (nothing was stored or done again)."""
+    return {**event_detail(recorded.event), "duplicate": recorded.duplicate}
 
 
 def _user_not_found(user_id: str, hint: str = "") -> Response:

@@ -116,6 +116,12 @@ SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
 # Most events one POST /api/events may carry.
 SEGFLOW_MAX_EVENTS_PER_REQUEST = env.int("SEGFLOW_MAX_EVENTS_PER_REQUEST", default=500)
+# An event's `timestamp` may be at most this far ahead of segflow's clock (clock skew); beyond it
+# the event is refused.
+SEGFLOW_MAX_EVENT_FUTURE_SECONDS = env.int("SEGFLOW_MAX_EVENT_FUTURE_SECONDS", default=24 * 3600)
+# A transactional email is sent only for an event that happened at most this long before it
+# arrived: an import of old events (with their `timestamp`) sends no confirmations.
+SEGFLOW_TRANSACTION_MAX_AGE_SECONDS = env.int("SEGFLOW_TRANSACTION_MAX_AGE_SECONDS", default=3600)
 # Django refuses larger bodies before segflow sees them; keep its limit out of segflow's way.
 DATA_UPLOAD_MAX_MEMORY_SIZE = max(SEGFLOW_MAX_BODY_BYTES + 1024, 2_621_440)
 # How often the embedded ticker runs due work, in seconds.
