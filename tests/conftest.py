@@ -1,11 +1,13 @@
 from __future__ import annotations
 
+import os
 import textwrap
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
 import time_machine
+from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from delivery.models import OutboxEmail
@@ -14,6 +16,14 @@ from segflow.config import load_config
 from segflow.live_config import live_config
 from segflow.pipeline import tick
 from segflow.push import push
+
+# Property tests (tests/test_properties_*.py): "ci", the default, keeps no database of examples,
+# so a run leaves nothing behind, and prints a blob that replays a failure
+# (@reproduce_failure); HYPOTHESIS_PROFILE=dev keeps failing examples in .hypothesis/ to try
+# them first next time. Each test sets its own number of examples.
+hypothesis_settings.register_profile("ci", database=None, deadline=None, print_blob=True)
+hypothesis_settings.register_profile("dev", deadline=None)
+hypothesis_settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))
 
 EXAMPLE_CONFIG = Path(__file__).resolve().parent.parent / "examples" / "segflow_config.py"
 START = datetime(2026, 3, 2, 9, 0, tzinfo=UTC)
