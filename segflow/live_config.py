@@ -39,6 +39,7 @@ class LiveConfig:
         self._config: Config | None = None
         self._version: str | None = None  # the bundle fingerprint of _config, if from a push
         self._pushed_fingerprint: str | None = None  # of the last push this process has seen
+        self._live_version: str | None = None  # the bundle fingerprint of that push's version
         # A version that failed to load: its fingerprint, when, and why.
         self._failed: tuple[str, float, str] | None = None
         self._warned_nothing_pushed = False
@@ -68,7 +69,7 @@ class LiveConfig:
         """Forget the config and the pushes seen, as a process that just started."""
         with self._lock:
             self._config = None
-            self._version = self._pushed_fingerprint = self._failed = None
+            self._version = self._pushed_fingerprint = self._live_version = self._failed = None
             self._warned_nothing_pushed = False
 
     def sync(self) -> Config:
@@ -79,9 +80,10 @@ class LiveConfig:
             .first()
         )
         if latest is None:
-            self._pushed_fingerprint = None
+            self._pushed_fingerprint = self._live_version = None
             return self._nothing_pushed()
         self._pushed_fingerprint, version_id, bundle_fingerprint = latest
+        self._live_version = bundle_fingerprint
         if version_id is None or bundle_fingerprint == self._version:
             # Pushed without files (before versions were stored, or a config built in code):
             # this process runs the config it has.
@@ -149,8 +151,12 @@ class LiveConfig:
             return validate_config({}, location="<nothing pushed>")
 
     def is_live(self, config: Config) -> bool:
-        """Whether `config` is the one last pushed (as of this process's last sync)."""
-        return self._pushed_fingerprint is None or config.fingerprint == self._pushed_fingerprint
+        """Whether `config` is the one last pushed (as of this process's last sync): loaded from
+        the live version's files, or with the very definitions that were pushed."""
+        if self._pushed_fingerprint is None or config.fingerprint == self._pushed_fingerprint:
+            return True
+        bundle = config.bundle
+        return bundle is not None and bundle.fingerprint == self._live_version
 
     def segments(self, config: Config) -> list[tuple[Segment, SegmentDef]]:
         """The pushed segments that `config` has as they were pushed, with their definitions."""

@@ -150,6 +150,28 @@ def test_a_version_this_worker_cannot_load_leaves_the_work_waiting(settings, tmp
     assert [m.subject for m in mail.outbox] == ["Receipt!"] * 3
 
 
+def test_a_worker_with_another_refresh_interval_still_runs_the_pushed_version(settings, tmp_path):
+    """The interval is part of a time-based segment's fingerprint: such a worker leaves that
+    segment alone, and runs everything else of the version."""
+    team = tmp_path / "team"
+    write_folder(team)
+    source = (team / "segflow_config.py").read_text()
+    (team / "segflow_config.py").write_text(
+        source.replace(
+            '"everyone": {"sql": "SELECT u.id FROM users u"}',
+            '"everyone": {"sql": "SELECT u.id FROM users u"}, '
+            '"recent": {"sql": "SELECT u.id FROM users u WHERE u.created_at > %(now)s"}',
+        )
+    )
+    push_from(str(team / "segflow_config.py"))
+    as_a_new_worker(settings, tmp_path)
+    settings.SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = 999
+    pay("fay")
+    assert [m.subject for m in mail.outbox] == ["Receipt!"]
+    assert not Event.objects.filter(processed_at__isnull=True).exists()
+    assert [row.name for row, _ in live_config.segments(live_config.current())] == ["everyone"]
+
+
 def test_before_any_push_a_process_runs_SEGFLOW_CONFIG_or_waits_for_a_push(settings, tmp_path):
     team = tmp_path / "team"
     settings.SEGFLOW_CONFIG = write_folder(team)
