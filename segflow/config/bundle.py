@@ -15,6 +15,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+import sys
 import tempfile
 import time
 from dataclasses import dataclass
@@ -31,7 +32,7 @@ from ..client import (
     config_file,
 )
 from .definitions import Config, ConfigError
-from .loading import load_config
+from .loading import config_module_name, load_config
 
 DEFAULT_MAX_BYTES = 5 * 1024 * 1024
 _SKIPPED_PARTS = {"__pycache__", "node_modules", "site-packages"}
@@ -256,6 +257,10 @@ def load_bundle(bundle: Bundle, *, shown_as: str | None = None, root: Path | Non
         config = load_config(str(folder / bundle.entry))
     except ConfigError as exc:
         raise ConfigError(_shown(str(exc), folder, shown_as, bundle)) from exc
+    finally:
+        # Its functions keep what they need; a long-running process loads many versions (and
+        # dry runs), which must not pile up in sys.modules.
+        sys.modules.pop(config_module_name((folder / bundle.entry).resolve()), None)
     config.location = bundle.location or bundle.entry
     config.bundle = bundle
     return config

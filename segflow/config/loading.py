@@ -58,7 +58,7 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         path = path.expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"config: no file at {path}")
-        module_name = f"segflow_user_config_{sha256(str(path))[:12]}"
+        module_name = config_module_name(path)
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ConfigError(f"config: cannot import {path}")
@@ -84,6 +84,11 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         raise ConfigError(f"config: importing module {location!r} failed: {exc!r}") from exc
     module_file = getattr(module, "__file__", None)
     return module, Path(module_file).resolve().parent if module_file else Path.cwd()
+
+
+def config_module_name(path: Path) -> str:
+    """The name in sys.modules of the config imported from the file at `path`."""
+    return f"segflow_user_config_{sha256(str(path))[:12]}"
 
 
 @contextmanager
