@@ -47,7 +47,8 @@ config = {
 @pytest.fixture
 def server(live_server, settings) -> str:
     settings.SEGFLOW_ALLOW_REMOTE_PUSH = True
-    return live_server.url
+    # The live server listens on 127.0.0.1; "localhost" may reach another server on ::1.
+    return live_server.url.replace("://localhost:", "://127.0.0.1:")
 
 
 @pytest.fixture
