@@ -202,6 +202,7 @@ def materialise(bundle: Bundle, root: Path | None = None) -> Path:
         root.mkdir(parents=True, exist_ok=True)
         staging = Path(tempfile.mkdtemp(prefix=f".{bundle.fingerprint[:16]}-", dir=root))
         try:
+            staging.chmod(0o755)  # as a folder made the usual way: readable by the other processes
             for relative, text in bundle.files.items():
                 file = staging / PurePosixPath(relative)
                 file.parent.mkdir(parents=True, exist_ok=True)
