@@ -1,12 +1,13 @@
 from django.contrib import admin
-from django.utils.html import format_html
+from django.urls import reverse
+from django.utils.html import format_html, format_html_join
 
 from campaigns.models import Cursor
 from delivery.models import OutboxEmail
 from segments.models import SegmentMembership
 
 from .admin_base import ReadOnlyAdmin
-from .models import ApiKey, Event, Push, User
+from .models import ApiKey, ConfigVersion, Event, Push, PushAttempt, User
 
 admin.site.site_header = "segflow"
 admin.site.site_title = "segflow admin"
@@ -92,7 +93,8 @@ class EventAdmin(ReadOnlyAdmin):
 
 @admin.register(ApiKey)
 class ApiKeyAdmin(ReadOnlyAdmin):
-    list_display = ("name", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_display = ("name", "scope", "prefix", "created_at", "last_used_at", "revoked_at")
+    list_filter = ("scope",)
     exclude = ("key_hash",)
     actions = ["revoke"]
 
@@ -111,13 +113,126 @@ class ApiKeyAdmin(ReadOnlyAdmin):
         return actions
 
 
+def _files_html(version: ConfigVersion | None):
+    """Each file of a pushed version, its path then its text."""
+    if version is None:
+        return "(no files stored: pushed before versions were kept, or pruned)"
+    return format_html_join(
+        "",
+        '<h4 style="margin: 1em 0 0.3em;">{}</h4>'
+        '<pre style="white-space: pre-wrap; font-size: 12px; margin: 0;">{}</pre>',
+        (
+            (name + (" (the config module)" if name == version.entry else ""), text)
+            for name, text in sorted(
+                version.files.items(), key=lambda item: (item[0] != version.entry, item[0])
+            )
+        ),
+    )
+
+
+def _commit(git_commit: str, git_dirty: bool | None) -> str:
+    if not git_commit:
+        return "-"
+    return git_commit[:12] + (" (with changes not committed)" if git_dirty else "")
+
+
 @admin.register(Push)
 class PushAdmin(ReadOnlyAdmin):
-    list_display = ("id", "created_at", "fingerprint")
+    """The history of pushes and rollbacks: each one's plan and the version it made live."""
+
+    list_display = ("id", "created_at", "version_link", "rollback", "pushed_by", "location")
+    list_select_related = ("version",)
+    fields = (
+        "created_at",
+        "version_link",
+        "rollback",
+        "pushed_by",
+        "location",
+        "commit",
+        "fingerprint",
+        "plan_text",
+        "source",
+    )
+    readonly_fields = fields
 
     @admin.display(description="plan")
     def plan_text(self, obj):
         return format_html('<pre style="white-space: pre-wrap;">{}</pre>', obj.plan)
 
-    readonly_fields = ("plan_text",)
-    exclude = ("plan",)
+    @admin.display(description="version")
+    def version_link(self, obj):
+        if obj.version is None:
+            return "-"
+        url = reverse("admin:segflow_configversion_change", args=[obj.version.pk])
+        return format_html('<a href="{}">{}</a>', url, obj.version)
+
+    @admin.display(description="commit")
+    def commit(self, obj):
+        return _commit(obj.version.git_commit, obj.version.git_dirty) if obj.version else "-"
+
+    @admin.display(description="source (the version's files)")
+    def source(self, obj):
+        return _files_html(obj.version)
+
+
+@admin.register(ConfigVersion)
+class ConfigVersionAdmin(ReadOnlyAdmin):
+    """The stored versions of the config (SEGFLOW_CONFIG_VERSIONS_KEPT of them), with their
+    files: what `segflow_push --rollback --to N` applies again."""
+
+    list_display = ("number", "created_at", "pushed_by", "commit", "location", "size", "live")
+    fields = (
+        "number",
+        "created_at",
+        "pushed_by",
+        "location",
+        "commit",
+        "fingerprint",
+        "config_fingerprint",
+        "size",
+        "live",
+        "source",
+    )
+    readonly_fields = fields
+
+    @admin.display(description="commit")
+    def commit(self, obj):
+        return _commit(obj.git_commit, obj.git_dirty)
+
+    @admin.display(boolean=True, description="live")
+    def live(self, obj):
+        latest = Push.objects.order_by("-id").values_list("version_id", flat=True).first()
+        return latest == obj.pk
+
+    @admin.display(description="source")
+    def source(self, obj):
+        return _files_html(obj)
+
+
+@admin.register(PushAttempt)
+class PushAttemptAdmin(ReadOnlyAdmin):
+    """The audit: every push and rollback tried, from here or over HTTP, and what came of it."""
+
+    list_display = (
+        "created_at",
+        "action",
+        "dry_run",
+        "result",
+        "actor",
+        "via",
+        "client_ip",
+        "commit",
+        "version_number",
+    )
+    list_filter = ("result", "action", "via", "dry_run")
+    search_fields = ("actor", "client_ip", "git_commit", "location")
+    exclude = ("message",)
+    readonly_fields = ("message_text",)
+
+    @admin.display(description="commit")
+    def commit(self, obj):
+        return _commit(obj.git_commit, obj.git_dirty)
+
+    @admin.display(description="message")
+    def message_text(self, obj):
+        return format_html('<pre style="white-space: pre-wrap;">{}</pre>', obj.message)

@@ -17,10 +17,16 @@ def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode("utf-8")).hexdigest()
 
 
-def create_api_key(name: str) -> tuple[ApiKey, str]:
-    """Create a key named `name`. Returns the row and the key itself, which is not stored."""
+SCOPES = tuple(ApiKey.Scope.values)  # ("ingest", "push")
+
+
+def create_api_key(name: str, scope: str = ApiKey.Scope.INGEST) -> tuple[ApiKey, str]:
+    """Create a key named `name` with `scope` (`ingest`: the users and events API; `push`:
+    configs). Returns the row and the key itself, which is not stored."""
+    if scope not in SCOPES:
+        raise ValueError(f"scope: must be one of {', '.join(SCOPES)}, got {scope!r}")
     key = KEY_PREFIX + secrets.token_urlsafe(32)
-    row = ApiKey.objects.create(name=name, prefix=key[:10], key_hash=hash_key(key))
+    row = ApiKey.objects.create(name=name, prefix=key[:10], key_hash=hash_key(key), scope=scope)
     return row, key
 
 

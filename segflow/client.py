@@ -7,31 +7,52 @@
     client.create_user("user123", {"email": "jane@example.com", "name": "Jane"})
     client.emit("user123", "purchase", {"orderId": "ord_123", "amount": 99.99})
 
-It imports nothing from Django, so any Python program can use it.
+It imports nothing from Django, so any Python program can use it. It also pushes a config to a
+running server from a machine that has only this file (CI), with a key of the scope `push`:
+
+    SEGFLOW_PUSH_KEY=sf_... python -m segflow_client push --server https://segflow.example.com \\
+        --config marketing/segflow_config.py --dry-run
+
+`collect_bundle` decides what a push carries (the config's folder: see its docstring); the
+server's `manage.py segflow_push` bundles with the same code.
 """
 
 from __future__ import annotations
 
+import argparse
+import hashlib
 import http.client
+import importlib.util
 import json
+import os
+import subprocess
+import sys
 import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Iterable
 from datetime import UTC, date, datetime
+from pathlib import Path
 from typing import Any
 
 __all__ = [
+    "BUNDLE_SUFFIXES",
     "Client",
     "SegflowAuthError",
+    "SegflowBundleError",
     "SegflowConnectionError",
     "SegflowError",
     "SegflowNotFound",
+    "bundle_fingerprint",
+    "collect_bundle",
+    "main",
 ]
 
 __version__ = "0.1"
 USER_AGENT = f"segflow-python/{__version__}"
 DEFAULT_TIMEOUT = 10.0
+# A push evaluates the new and changed segments for every user before it answers.
+PUSH_TIMEOUT = 600.0
 
 
 class SegflowError(Exception):
@@ -57,6 +78,10 @@ class SegflowAuthError(SegflowError):
 
 class SegflowConnectionError(SegflowError):
     """No answer: the server could not be reached, or did not answer within the timeout."""
+
+
+class SegflowBundleError(SegflowError):
+    """The config cannot be bundled for a push: no such file, a file that is not text, too big."""
 
 
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
@@ -148,6 +173,36 @@ class Client:
         query = urllib.parse.urlencode({"page": page, "page_size": page_size})
         return self._request("GET", f"{_user_path(user_id)}/events?{query}")
 
+    # Pushing a config (a key of the scope `push`; the server must allow remote pushes)
+
+    def push(
+        self,
+        config: str | dict[str, Any],
+        *,
+        dry_run: bool = False,
+        timeout: float = PUSH_TIMEOUT,
+    ) -> dict[str, Any]:
+        """Push a config to the server: `config` is its location (a .py path or a dotted module,
+        bundled with `collect_bundle`) or a bundle made by it. The server validates it as a
+        local `manage.py segflow_push` does and applies it, or with `dry_run` only plans it.
+
+        Returns the server's answer: {"plan": the text a local push prints, "changed": bool,
+        "dry_run": bool, "version": {"number", "fingerprint", "git_commit", ...} or None}. A
+        config the server refuses raises SegflowError with the server's message."""
+        bundle = collect_bundle(config) if isinstance(config, str) else config
+        body = {"bundle": bundle, "dry_run": bool(dry_run)}
+        return self._request("POST", "/api/push", body, timeout=timeout)
+
+    def rollback(
+        self, to: int | None = None, *, dry_run: bool = False, timeout: float = PUSH_TIMEOUT
+    ) -> dict[str, Any]:
+        """Apply again a version the server keeps: `to` (a version number), or else the one
+        that was live before the current one. Answers as `push` does."""
+        if to is not None and (isinstance(to, bool) or not isinstance(to, int) or to < 1):
+            raise ValueError(f"to: must be a version number (1 or more), got {to!r}")
+        body = {"to": to, "dry_run": bool(dry_run)}
+        return self._request("POST", "/api/push/rollback", body, timeout=timeout)
+
     # HTTP
 
     def _check_health(self) -> None:
@@ -172,8 +227,17 @@ class Client:
                 body=answer,
             )
 
-    def _request(self, method: str, path: str, body: Any = None, *, auth: bool = True) -> Any:
+    def _request(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool = True,
+        timeout: float | None = None,
+    ) -> Any:
         what = f"{method} {path.split('?')[0]}"
+        timeout = self.timeout if timeout is None else timeout
         headers = {"Accept": "application/json", "User-Agent": USER_AGENT}
         if auth:
             headers["Authorization"] = f"Bearer {self.api_key}"
@@ -185,7 +249,7 @@ class Client:
             headers["Content-Type"] = "application/json"
         request = urllib.request.Request(self.url + path, data=data, headers=headers, method=method)
         try:
-            with self._opener.open(request, timeout=self.timeout) as response:
+            with self._opener.open(request, timeout=timeout) as response:
                 status, raw = response.status, response.read()
         except urllib.error.HTTPError as exc:
             status = exc.code
@@ -206,12 +270,12 @@ class Client:
             raise _error(what, status, _decode(raw)) from None
         except TimeoutError:
             raise SegflowConnectionError(
-                f"{what} failed: no answer from {self.url} within {self.timeout:g} seconds"
+                f"{what} failed: no answer from {self.url} within {timeout:g} seconds"
             ) from None
         except urllib.error.URLError as exc:
             reason = exc.reason
             if isinstance(reason, TimeoutError):
-                text = f"no answer from {self.url} within {self.timeout:g} seconds"
+                text = f"no answer from {self.url} within {timeout:g} seconds"
             else:
                 text = f"could not reach {self.url} ({reason})"
             raise SegflowConnectionError(f"{what} failed: {text}") from None
@@ -280,3 +344,204 @@ def _error(what: str, status: int, body: Any) -> SegflowError:
     else:
         cls = SegflowError
     return cls(text, status=status, message=message or shown, body=body)
+
+
+# ---------------------------------------------------------------------------------------------
+# Bundling a config for a push: what the server stores in its database and every worker runs.
+# `manage.py segflow_push` bundles with this same code, so a local push and a remote one carry
+# the same files.
+
+BUNDLE_SUFFIXES = (".py", ".html", ".htm", ".txt", ".css")
+BUNDLE_MAX_FILES = 1000
+BUNDLE_MAX_BYTES = 5 * 1024 * 1024
+_SKIPPED_FOLDERS = frozenset({"__pycache__", "node_modules", "site-packages"})
+
+
+def config_file(location: str) -> Path:
+    """The file of the config at `location`: a .py path (or any existing file), or a dotted
+    module name (found without running the module itself)."""
+    path = Path(location)
+    if location.endswith(".py") or path.exists():
+        path = path.expanduser().resolve()
+        if not path.is_file():
+            raise SegflowBundleError(f"config: no file at {path}")
+        return path
+    try:
+        spec = importlib.util.find_spec(location)
+    except (ImportError, ValueError) as exc:
+        raise SegflowBundleError(f"config: importing module {location!r} failed: {exc!r}") from exc
+    if spec is None:
+        missing = ModuleNotFoundError(f"No module named {location!r}")
+        raise SegflowBundleError(f"config: importing module {location!r} failed: {missing!r}")
+    if not spec.origin or not spec.origin.endswith(".py"):
+        raise SegflowBundleError(
+            f"config: module {location!r} is not a .py file ({spec.origin}); give the config's "
+            "file path"
+        )
+    return Path(spec.origin).resolve()
+
+
+def collect_bundle(location: str, *, max_bytes: int = BUNDLE_MAX_BYTES) -> dict[str, Any]:
+    """The config at `location` (a .py path or a dotted module) and the files beside it.
+
+    The bundle holds every file under the config file's folder, subfolders included, whose name
+    ends in .py, .html, .htm, .txt or .css: the config module, the email templates it names,
+    the templates they extend or include, and the modules beside it that it imports. Left out
+    are hidden files and folders (a name starting with "."), `__pycache__`, `node_modules`,
+    `site-packages`, virtual environments (a folder with a `pyvenv.cfg`) and every other kind
+    of file. At most 1000 files and `max_bytes` bytes in all, each UTF-8 text. Keep the config
+    in a folder of its own, with its templates.
+
+    Nothing is run. When the folder is in a Git work tree, the bundle also says the commit
+    checked out (`git rev-parse HEAD`) and whether the folder has changes not committed.
+    """
+    path = config_file(location)
+    folder = path.parent
+    files: dict[str, str] = {}
+    total = 0
+    for dirpath, dirnames, filenames in os.walk(folder):
+        here = Path(dirpath)
+        dirnames[:] = sorted(
+            name
+            for name in dirnames
+            if not name.startswith(".")
+            and name not in _SKIPPED_FOLDERS
+            and not (here / name / "pyvenv.cfg").exists()
+        )
+        for name in sorted(filenames):
+            if name.startswith(".") or not name.endswith(BUNDLE_SUFFIXES):
+                continue
+            relative = (here / name).relative_to(folder).as_posix()
+            try:
+                data = (here / name).read_bytes()
+            except OSError as exc:
+                raise SegflowBundleError(f"config: cannot read {here / name}: {exc}") from exc
+            total += len(data)
+            if total > max_bytes or len(files) >= BUNDLE_MAX_FILES:
+                raise SegflowBundleError(
+                    f"config: the files in {folder} (every .py, .html, .htm, .txt and .css file "
+                    f"under it) come to more than {max_bytes} bytes or {BUNDLE_MAX_FILES} files; "
+                    "keep the config and its templates in a folder of their own"
+                )
+            try:
+                files[relative] = data.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                raise SegflowBundleError(
+                    f"config: {here / name} is not UTF-8 text ({exc.reason} at byte {exc.start})"
+                ) from exc
+    commit, dirty = _git_state(folder)
+    entry = path.name
+    return {
+        "location": location,
+        "entry": entry,
+        "files": files,
+        "fingerprint": bundle_fingerprint(entry, files),
+        "git_commit": commit,
+        "git_dirty": dirty,
+    }
+
+
+def bundle_fingerprint(entry: str, files: dict[str, str]) -> str:
+    """What tells two bundles apart: the SHA-256 of the entry module's name and every file."""
+    canonical = json.dumps([entry, sorted(files.items())], ensure_ascii=False)
+    return hashlib.sha256(canonical.encode("utf-8")).hexdigest()
+
+
+def _git_state(folder: Path) -> tuple[str | None, bool | None]:
+    """The commit checked out in the folder's Git work tree, and whether the folder differs
+    from it; (None, None) outside a work tree or without git."""
+
+    def git(*args: str) -> str:
+        done = subprocess.run(
+            ["git", "-C", str(folder), *args],
+            capture_output=True,
+            text=True,
+            timeout=30,
+            check=True,
+        )
+        return done.stdout.strip()
+
+    try:
+        commit = git("rev-parse", "--verify", "HEAD")
+        dirty = bool(git("status", "--porcelain", "--untracked-files=normal", "--", "."))
+    except (OSError, subprocess.SubprocessError):
+        return None, None
+    return commit or None, dirty
+
+
+# ---------------------------------------------------------------------------------------------
+# The command line: python -m segflow_client push ... (or python -m segflow.client push ...)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """`push`: push a config to a running segflow server, or roll it back, and print the plan.
+
+    The key comes from the environment variable SEGFLOW_PUSH_KEY (never from the command line,
+    where other users and CI logs could read it). Exits with 1 when the push fails or is refused.
+    """
+    parser = argparse.ArgumentParser(
+        prog="python -m segflow_client",
+        description="Push a segflow config to a running server (the key comes from "
+        "SEGFLOW_PUSH_KEY).",
+    )
+    commands = parser.add_subparsers(dest="command", required=True)
+    push = commands.add_parser(
+        "push",
+        help="push a config, or roll back to a version the server keeps",
+        description="Bundle the config and its files, send them to the server, print the plan.",
+    )
+    push.add_argument("--server", required=True, help="the server's URL, e.g. https://...")
+    push.add_argument(
+        "--config",
+        default=os.environ.get("SEGFLOW_CONFIG") or "segflow_config.py",
+        help="the config to push: a .py path or a dotted module (default: SEGFLOW_CONFIG, "
+        "else segflow_config.py)",
+    )
+    push.add_argument("--dry-run", action="store_true", help="print the plan, change nothing")
+    push.add_argument(
+        "--rollback",
+        action="store_true",
+        help="apply again the version that was live before the current one (or --to N)",
+    )
+    push.add_argument("--to", type=int, metavar="N", help="with --rollback: the version to apply")
+    push.add_argument("--timeout", type=float, default=PUSH_TIMEOUT, help=argparse.SUPPRESS)
+    args = parser.parse_args(argv)
+    if args.to is not None and not args.rollback:
+        parser.error("--to goes with --rollback")
+    key = os.environ.get("SEGFLOW_PUSH_KEY", "")
+    if not key.strip():
+        print(
+            "error: set SEGFLOW_PUSH_KEY to a key of the scope `push` (on the server: "
+            "manage.py segflow_create_api_key NAME --scope push)",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        client = Client(url=args.server, api_key=key)
+        for line in push_lines(client, args.config, args.dry_run, args.rollback, args.to, args):
+            print(line, flush=True)
+    except (SegflowError, ValueError) as exc:
+        print(f"error: {getattr(exc, 'message', None) or exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+def push_lines(client: Client, location, dry_run, rollback, to, args=None):
+    """What a remote push prints, line by line, as `manage.py segflow_push` prints a local one."""
+    timeout = getattr(args, "timeout", PUSH_TIMEOUT)
+    suffix = " (dry run)" if dry_run else ""
+    if rollback:
+        what = f"version {to}" if to else "the previous version"
+        yield f"Rolling back to {what} on {client.url}{suffix} ..."
+        answer = client.rollback(to, dry_run=dry_run, timeout=timeout)
+    else:
+        bundle = collect_bundle(location)
+        yield f"Pushing {location} to {client.url}{suffix} ..."
+        answer = client.push(bundle, dry_run=dry_run, timeout=timeout)
+    yield answer["plan"]
+    if answer.get("outcome"):
+        yield answer["outcome"]
+
+
+if __name__ == "__main__":
+    sys.exit(main())

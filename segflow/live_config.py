@@ -1,24 +1,34 @@
-"""Which config this process runs: the one last pushed, or it waits.
+"""Which config this process runs: the version last pushed, loaded from the database.
 
-The config is code on each machine, and a push records its fingerprint. Every unit of work starts
-with `live_config.sync()`: after a push it loads the config again (from SEGFLOW_CONFIG, or else
-from where the push was made) and checks it is the pushed one. Work that needs the pushed config
-is left pending while a process runs another one, and the schedule hands it out again later.
+A push stores the config's files as a numbered version (`ConfigVersion`), and the last push says
+which version is live. Every unit of work starts with `live_config.sync()`: when the live version
+is not the one this process has loaded, it writes that version's files to the local cache
+(`SEGFLOW_CONFIG_CACHE_DIR/<fingerprint>/`) and loads the config from there. So a worker needs
+segflow and its settings, not the team's files; SEGFLOW_CONFIG is read only while nothing has been
+pushed (the embedded default's first run) or when the last push stored no files.
+
+If the live version cannot be loaded here (a package it imports is not installed on this machine,
+say), the process logs why, once, and keeps the config it had: work that needs the pushed config
+is left pending (`is_live` is false) and the schedule hands it out again later.
 """
 
 from __future__ import annotations
 
 import logging
 import threading
+import time
 
 from django.conf import settings
 
 from segments.models import Segment
 
-from .config import Config, ConfigError, SegmentDef, load_config
-from .models import Push
+from .config import Config, ConfigError, SegmentDef, load_config, validate_config
+from .config.bundle import Bundle, load_bundle
+from .models import ConfigVersion, Push
 
 logger = logging.getLogger(__name__)
+
+RETRY_FAILED_LOAD_SECONDS = 60.0
 
 
 class LiveConfig:
@@ -27,68 +37,126 @@ class LiveConfig:
     def __init__(self) -> None:
         self._lock = threading.RLock()
         self._config: Config | None = None
+        self._version: str | None = None  # the bundle fingerprint of _config, if from a push
         self._pushed_fingerprint: str | None = None  # of the last push this process has seen
-        self._handled_push: str | None = None  # the last push this process has tried to load
+        self._live_version: str | None = None  # the bundle fingerprint of that push's version
+        # A version that failed to load: its fingerprint, when, and why.
+        self._failed: tuple[str, float, str] | None = None
+        self._warned_nothing_pushed = False
 
     def current(self) -> Config:
-        """The config this process runs, loaded once from settings.SEGFLOW_CONFIG."""
+        """The config this process runs: the last one loaded, else settings.SEGFLOW_CONFIG."""
         if self._config is None:
             with self._lock:
                 if self._config is None:
                     self._config = load_config(settings.SEGFLOW_CONFIG)
         return self._config
 
-    def set(self, config: Config | None) -> None:
-        """Run `config` from now on (after a push, or in tests); None loads it again lazily."""
+    @property
+    def version(self) -> str | None:
+        """The fingerprint of the pushed version this process runs, if it runs one."""
+        return self._version
+
+    def set(self, config: Config | None, version: str | None = None) -> None:
+        """Run `config` from now on: the files of pushed version `version` (after a push), or, in
+        tests, a config of their own. None loads it again lazily."""
         with self._lock:
             self._config = config
+            self._version = version if config is not None else None
+            self._failed = None
 
     def reset(self) -> None:
         """Forget the config and the pushes seen, as a process that just started."""
         with self._lock:
             self._config = None
-            self._pushed_fingerprint = self._handled_push = None
+            self._version = self._pushed_fingerprint = self._live_version = self._failed = None
+            self._warned_nothing_pushed = False
 
     def sync(self) -> Config:
-        """The process's config, loaded again once after each push."""
-        config = self.current()
-        latest = Push.objects.order_by("-id").values_list("fingerprint", "location").first()
+        """The config of the live version, loaded from the database when it changed."""
+        latest = (
+            Push.objects.order_by("-id")
+            .values_list("fingerprint", "version_id", "version__fingerprint")
+            .first()
+        )
         if latest is None:
-            self._pushed_fingerprint = None
-            return config
-        fingerprint, pushed_location = latest
-        self._pushed_fingerprint = fingerprint
-        if fingerprint == config.fingerprint:
-            return config
+            self._pushed_fingerprint = self._live_version = None
+            return self._nothing_pushed()
+        self._pushed_fingerprint, version_id, bundle_fingerprint = latest
+        self._live_version = bundle_fingerprint
+        if version_id is None or bundle_fingerprint == self._version:
+            # Pushed without files (before versions were stored, or a config built in code):
+            # this process runs the config it has.
+            return self.current()
         with self._lock:
-            if self._handled_push == fingerprint:
-                return self.current()
-            self._handled_push = fingerprint
-            for location in dict.fromkeys([settings.SEGFLOW_CONFIG, pushed_location]):
-                if not location:
-                    continue
-                try:
-                    candidate = load_config(location)
-                except ConfigError as exc:
-                    logger.warning("could not load the config at %s: %s", location, exc)
-                    continue
-                if candidate.fingerprint == fingerprint:
-                    self._config = candidate
-                    logger.info("now running the pushed config from %s", location)
-                    return candidate
-            logger.error(
-                "this process's config (%s) is not the one last pushed (from %s): work that "
-                "needs it waits until this process runs the pushed config; start it with "
-                "SEGFLOW_CONFIG=%s, or push the config it has",
-                config.location,
-                pushed_location or "an unknown place",
-                pushed_location or "<the pushed file>",
+            if bundle_fingerprint == self._version:
+                return self._config
+            if self._failed is not None:
+                failed, when, why = self._failed
+                if failed == bundle_fingerprint and time.monotonic() - when < (
+                    RETRY_FAILED_LOAD_SECONDS
+                ):
+                    return self._fallback(why)
+            return self._load(version_id, bundle_fingerprint)
+
+    def _load(self, version_id: int, bundle_fingerprint: str) -> Config:
+        version = ConfigVersion.objects.filter(pk=version_id).first()
+        try:
+            if version is None:
+                raise ConfigError("the version was deleted")
+            config = load_bundle(
+                Bundle(
+                    entry=version.entry,
+                    files=version.files,
+                    location=version.location,
+                    git_commit=version.git_commit or None,
+                    git_dirty=version.git_dirty,
+                )
             )
-            return config
+        except ConfigError as exc:
+            number = version.number if version is not None else "?"
+            why = f"cannot load the pushed config (version {number}) in this process: {exc}"
+            self._failed = (bundle_fingerprint, time.monotonic(), why)
+            logger.error(
+                "%s. Work that needs it waits until it loads (tried again every %d seconds); "
+                "push a config that loads on every worker, or roll back",
+                why,
+                RETRY_FAILED_LOAD_SECONDS,
+            )
+            return self._fallback(why)
+        self._config, self._version, self._failed = config, bundle_fingerprint, None
+        logger.info("now running the pushed config, version %s", version.number)
+        return config
+
+    def _fallback(self, why: str) -> Config:
+        """The config a process that cannot load the live version keeps: the one it had, never
+        SEGFLOW_CONFIG's (its email provider and templates could be anyone's)."""
+        if self._config is not None:
+            return self._config
+        raise ConfigError(why)
+
+    def _nothing_pushed(self) -> Config:
+        """Before the first push: SEGFLOW_CONFIG's config, or, without one, a config of nothing
+        (there is nothing stored for it to act on either)."""
+        try:
+            return self.current()
+        except ConfigError as exc:
+            if not self._warned_nothing_pushed:
+                self._warned_nothing_pushed = True
+                logger.warning(
+                    "nothing has been pushed yet, and SEGFLOW_CONFIG cannot be loaded (%s): this "
+                    "process waits for a push",
+                    exc,
+                )
+            return validate_config({}, location="<nothing pushed>")
 
     def is_live(self, config: Config) -> bool:
-        """Whether `config` is the one last pushed (as of this process's last sync)."""
-        return self._pushed_fingerprint is None or config.fingerprint == self._pushed_fingerprint
+        """Whether `config` is the one last pushed (as of this process's last sync): loaded from
+        the live version's files, or with the very definitions that were pushed."""
+        if self._pushed_fingerprint is None or config.fingerprint == self._pushed_fingerprint:
+            return True
+        bundle = config.bundle
+        return bundle is not None and bundle.fingerprint == self._live_version
 
     def segments(self, config: Config) -> list[tuple[Segment, SegmentDef]]:
         """The pushed segments that `config` has as they were pushed, with their definitions."""

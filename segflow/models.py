@@ -78,7 +78,14 @@ class Event(models.Model):
 class ApiKey(models.Model):
     """A bearer key for the HTTP API. Only its SHA-256 is stored; the key is shown once."""
 
+    class Scope(models.TextChoices):
+        # What a key may do. A push runs the team's Python on every worker: a push key is as
+        # powerful as a shell on them, and is never needed by an app backend.
+        INGEST = "ingest", "ingest: the users and events API"
+        PUSH = "push", "push: configs (POST /api/push), nothing else"
+
     name = models.CharField(max_length=100)
+    scope = models.CharField(max_length=16, choices=Scope.choices, default=Scope.INGEST)
     prefix = models.CharField(
         max_length=16, help_text="The key's first characters, to tell keys apart."
     )
@@ -95,8 +102,40 @@ class ApiKey(models.Model):
         return f"{self.name} ({self.prefix}…)"
 
 
+class ConfigVersion(models.Model):
+    """A pushed config: the source of its module and of the files beside it, as every process
+    runs it (see segflow.config.bundle). Numbered from 1; a rollback applies one again."""
+
+    number = models.PositiveIntegerField(unique=True)
+    fingerprint = models.CharField(
+        max_length=64, db_index=True, help_text="Of the files: tells two versions apart."
+    )
+    config_fingerprint = models.CharField(
+        max_length=64, help_text="Of the definitions, as a push compares them."
+    )
+    location = models.CharField(
+        max_length=1000, blank=True, help_text="Where it was pushed from, as given to the push."
+    )
+    entry = models.CharField(max_length=255, help_text="The config module's file name.")
+    files = models.JSONField(default=dict, help_text="Each file's path and text.")
+    size = models.PositiveIntegerField(default=0)
+    git_commit = models.CharField(max_length=64, blank=True)
+    git_dirty = models.BooleanField(
+        null=True, blank=True, help_text="The config's folder had changes not committed."
+    )
+    pushed_by = models.CharField(max_length=200, blank=True)
+    created_at = models.DateTimeField(default=timezone.now)
+
+    class Meta:
+        db_table = "config_versions"
+        ordering = ["-number"]
+
+    def __str__(self) -> str:
+        return f"version {self.number}"
+
+
 class Push(models.Model):
-    """One applied `segflow_push`: what changed, and the fingerprint of the config it applied."""
+    """One applied `segflow_push` (or rollback): what changed, and the version it made live."""
 
     created_at = models.DateTimeField(default=timezone.now)
     fingerprint = models.CharField(max_length=64)
@@ -105,6 +144,13 @@ class Push(models.Model):
     )
     email_provider = models.JSONField(default=dict, blank=True)
     plan = models.TextField()
+    # The version this push made live; none for pushes from before versions were stored. The
+    # version of the last push is the one every process runs.
+    version = models.ForeignKey(
+        ConfigVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="pushes"
+    )
+    pushed_by = models.CharField(max_length=200, blank=True)
+    rollback = models.BooleanField(default=False)
 
     class Meta:
         db_table = "pushes"
@@ -113,3 +159,33 @@ class Push(models.Model):
 
     def __str__(self) -> str:
         return f"push {self.pk} at {self.created_at:%Y-%m-%d %H:%M}"
+
+
+class PushAttempt(models.Model):
+    """Every push and rollback tried, locally or over HTTP, whatever came of it: the audit."""
+
+    created_at = models.DateTimeField(default=timezone.now, db_index=True)
+    via = models.CharField(max_length=16, help_text="`command` (manage.py) or `http`.")
+    actor = models.CharField(max_length=200, help_text="The API key's name, or the local user.")
+    api_key = models.ForeignKey(ApiKey, null=True, blank=True, on_delete=models.SET_NULL)
+    client_ip = models.CharField(max_length=64, blank=True)
+    forwarded_for = models.CharField(max_length=500, blank=True)
+    action = models.CharField(max_length=16, help_text="`push` or `rollback`.")
+    dry_run = models.BooleanField(default=False)
+    location = models.CharField(max_length=1000, blank=True)
+    fingerprint = models.CharField(max_length=64, blank=True)
+    git_commit = models.CharField(max_length=64, blank=True)
+    git_dirty = models.BooleanField(null=True, blank=True)
+    result = models.CharField(
+        max_length=16, help_text="applied, unchanged, dry run, failed (the config) or refused."
+    )
+    message = models.TextField(blank=True)
+    version_number = models.PositiveIntegerField(null=True, blank=True)
+
+    class Meta:
+        db_table = "push_audit"
+        ordering = ["-id"]
+        verbose_name = "push attempt"
+
+    def __str__(self) -> str:
+        return f"{self.action} by {self.actor}: {self.result}"

@@ -3,15 +3,28 @@
 A push runs in one database transaction. A dry run runs the very same code and rolls it back, so
 the plan it prints is exactly what a real push would do, and nothing is sent: emails leave only
 after a commit.
+
+The config's files are stored too, as a numbered version (`ConfigVersion`): every process runs
+the version of the last push (see `segflow.live_config`). A push from this machine
+(`push_location`), one over HTTP (`push_bundle`) and a rollback to a stored version (`rollback`)
+go through the same `push`, and each attempt, refused or failed ones included, is audited
+(`PushAttempt`).
 """
 
 from __future__ import annotations
 
+import getpass
+import socket
+import tempfile
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 
 from django.conf import settings
-from django.db import transaction
+from django.db import IntegrityError, transaction
+from django.db.models import Max
 from django.utils import timezone
 
 from campaigns import audience, runner
@@ -22,16 +35,46 @@ from templates.models import EmailTemplate
 from templates.rendering import RenderError, check_template
 from transactions.models import Transaction
 
-from .config import Config
+from .config import Bundle, Config, ConfigError, bundle_from_location, load_bundle, load_config
+from .config.bundle import check_size, folder_of
 from .dispatch import enqueue
 from .live_config import live_config
-from .models import Push
+from .models import ConfigVersion, Push, PushAttempt
 from .pipeline import refresh_segment
 from .schedule import ensure_periodic_tasks
 
 
 class PushError(Exception):
     """The config cannot be applied; nothing was changed."""
+
+
+def failure_message(exc: Exception) -> str:
+    """What a failed push says, the same from the command and over HTTP."""
+    if isinstance(exc, ConfigError):
+        return f"The config is not valid: {exc}"
+    return f"Nothing was pushed: {exc}"
+
+
+@dataclass(frozen=True)
+class Actor:
+    """Who pushes, and from where: recorded with the version and in the audit."""
+
+    name: str
+    via: str = "command"  # or "http"
+    api_key_id: int | None = None
+    client_ip: str = ""
+    forwarded_for: str = ""
+
+    @classmethod
+    def local(cls) -> Actor:
+        """Whoever runs manage.py on this machine."""
+        try:
+            user = getpass.getuser()
+        except Exception:  # no name for this uid (a container): say the uid
+            import os
+
+            user = f"uid {os.getuid()}"
+        return cls(name=f"{user}@{socket.gethostname()}"[:200], via="command")
 
 
 @dataclass
@@ -44,11 +87,18 @@ class PlanLine:
         return f"  {self.sign} {self.name}{': ' + self.detail if self.detail else ''}"
 
 
+SECTIONS = ("Email provider", "Templates", "Transactions", "Segments", "Campaigns", "Files")
+
+
 @dataclass
 class PushPlan:
     location: str
     dry_run: bool
     sections: dict[str, list[PlanLine]] = field(default_factory=dict)
+    rollback_to: int | None = None  # the version a rollback applies again
+    version: int | None = None  # the version live after this push (once it has changes)
+    git_commit: str | None = None
+    git_dirty: bool | None = None
 
     def add(self, section: str, sign: str, name: str, detail: str = "") -> PlanLine:
         line = PlanLine(sign, name, detail)
@@ -62,24 +112,83 @@ class PushPlan:
     def has_changes(self) -> bool:
         return any(self.sections.values())
 
+    @property
+    def subject(self) -> str:
+        if self.rollback_to is not None:
+            return f"version {self.rollback_to} ({self.location})"
+        return self.location
+
     def render(self) -> str:
         if not self.has_changes:
-            return f"Nothing to change: what is stored already matches {self.location}."
+            return f"Nothing to change: what is stored already matches {self.subject}."
         lines = [
-            f"Plan for {self.location}"
+            ("Plan for rolling back to " if self.rollback_to is not None else "Plan for ")
+            + self.subject
             + (" (dry run: nothing was changed)" if self.dry_run else "")
         ]
-        for section in ("Email provider", "Templates", "Transactions", "Segments", "Campaigns"):
+        for section in SECTIONS:
             if self.sections.get(section):
                 lines.append(section)
                 lines.extend(str(line) for line in self.sections[section])
         return "\n".join(lines)
 
+    def outcome(self) -> str:
+        """The line after the plan: which version is live now."""
+        if self.dry_run or not self.has_changes or self.version is None:
+            return ""
+        origin = ""
+        if self.git_commit:
+            dirty = ", with changes not committed" if self.git_dirty else ""
+            origin = f" (commit {self.git_commit[:12]}{dirty})"
+        if self.rollback_to is not None:
+            return f"Rolled back. Version {self.version} is live again{origin}."
+        return f"Pushed. Version {self.version} is live{origin}."
 
-def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) -> PushPlan:
-    """Apply `config` (or, with dry_run, only say what applying it would do)."""
+    def as_json(self) -> dict:
+        return {
+            "plan": self.render(),
+            "outcome": self.outcome(),
+            "changed": self.has_changes,
+            "dry_run": self.dry_run,
+            "version": self.version,
+            "rollback_to": self.rollback_to,
+        }
+
+
+def push(
+    config: Config,
+    *,
+    dry_run: bool = False,
+    now: datetime | None = None,
+    bundle: Bundle | None = None,
+    actor: Actor | None = None,
+    rollback_to: ConfigVersion | None = None,
+) -> PushPlan:
+    """Apply `config` (or, with dry_run, only say what applying it would do).
+
+    `bundle` is the config's files, stored as a new version when they differ from the live
+    one: by default the bundle it was loaded from, else its folder's (a config built in code,
+    with no file, is applied without a version). `rollback_to` is a stored version applied
+    again: no new version is made.
+    """
     now = now or timezone.now()
-    plan = PushPlan(location=config.location, dry_run=dry_run)
+    actor = actor or Actor.local()
+    if rollback_to is not None:
+        bundle = bundle_of(rollback_to)
+    elif bundle is None:
+        bundle = _bundle_of(config)
+    running = config
+    if bundle is not None and (
+        config.bundle is None or config.bundle.fingerprint != bundle.fingerprint
+    ):
+        running = _check_bundle(config, bundle, dry_run)
+    plan = PushPlan(
+        location=config.location,
+        dry_run=dry_run,
+        rollback_to=rollback_to.number if rollback_to is not None else None,
+        git_commit=bundle.git_commit if bundle else None,
+        git_dirty=bundle.git_dirty if bundle else None,
+    )
     for section, contents in (
         ("templates", config.templates),
         ("transactions", config.transactions),
@@ -90,6 +199,7 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
             except RenderError as exc:
                 raise PushError(f"{section}.{content.name}: {exc}") from exc
     with transaction.atomic():
+        live = current_version()
         _diff_email_provider(config, plan)
         _sync_named(EmailTemplate, config.templates, plan, "Templates", now)
         _sync_named(
@@ -105,24 +215,306 @@ def push(config: Config, *, dry_run: bool = False, now: datetime | None = None) 
         touched_campaigns, changed_flows = _sync_campaigns(config, plan, now)
         _evaluate(config, plan, changed_segments, touched_campaigns, now)
         _check_in_flight(config, plan, changed_flows, now)
+        if bundle is not None:
+            _diff_files(bundle, live, plan)
+        version = None
         if plan.has_changes:
+            version = rollback_to
+            if version is None and bundle is not None:
+                same = live is not None and live.fingerprint == bundle.fingerprint
+                version = live if same else _store_version(bundle, config, actor, now)
             Push.objects.create(
                 created_at=now,
                 fingerprint=config.fingerprint,
                 location=config.location,
                 email_provider=config.email_provider.describe() if config.email_provider else {},
                 plan=plan.render(),
+                version=version,
+                pushed_by=actor.name,
+                rollback=rollback_to is not None,
             )
+            plan.version = version.number if version is not None else None
+            _prune_versions()
+        elif live is not None:
+            plan.version = live.number
         ensure_periodic_tasks()
         if dry_run:
             transaction.set_rollback(True)
         else:
-            transaction.on_commit(lambda: live_config.set(config))
+            # This process runs what it pushed at once; the others load it when they next sync.
+            fingerprint = bundle.fingerprint if bundle is not None else None
+            transaction.on_commit(lambda: live_config.set(running, version=fingerprint))
             if not settings.SEGFLOW_TASKS_INLINE:
                 # Workers start the new cursors now. Embedded, the ticker does within a second:
                 # a push is a config change, and sends nothing itself.
                 transaction.on_commit(lambda: enqueue("run_due_cursors"))
     return plan
+
+
+def _bundle_of(config: Config) -> Bundle | None:
+    """The files of `config`: those it was loaded from, else its folder's as they are now."""
+    if config.bundle is not None:
+        return config.bundle
+    if config.location.startswith("<"):  # built in code (validate_config): no files
+        return None
+    return bundle_from_location(config.location)
+
+
+def _check_bundle(config: Config, bundle: Bundle, dry_run: bool) -> Config:
+    """`config` as every process will load it: from the bundle's files. A config that needs
+    more than its folder's files (see segflow.client.collect_bundle) is refused here."""
+    with _cache(dry_run) as root:
+        loaded = _load_here(bundle, config.location, root)
+        if loaded.fingerprint != config.fingerprint:
+            raise PushError(
+                f"{config.location} does not load the same from what a push stores ({BUNDLED}) "
+                "as from where it is: it reads something else beside it, which the workers "
+                "would not have"
+            )
+        return loaded
+
+
+BUNDLED = "the .py, .html, .htm, .txt and .css files under its folder"
+
+
+def _load_here(bundle: Bundle, location: str, root: Path | None) -> Config:
+    """Load a bundle made on this machine. If it fails where the file itself loads, say that
+    the bundle lacks something; otherwise the file's own error, as a push always gave it."""
+    try:
+        return load_bundle(bundle, shown_as=str(folder_of(location)), root=root)
+    except ConfigError as bundled:
+        load_config(location)  # raises the error the config has wherever it is loaded
+        raise ConfigError(
+            f"{location} loads where it is but not from what a push stores ({BUNDLED}), as "
+            f"every worker will load it: {bundled}"
+        ) from bundled
+
+
+def bundle_of(version: ConfigVersion) -> Bundle:
+    """The files of a stored version."""
+    return Bundle(
+        entry=version.entry,
+        files=version.files,
+        location=version.location,
+        git_commit=version.git_commit or None,
+        git_dirty=version.git_dirty,
+    )
+
+
+def current_version() -> ConfigVersion | None:
+    """The version every process runs: the last push's (None before the first versioned push)."""
+    latest = Push.objects.order_by("-id").select_related("version").first()
+    return latest.version if latest is not None else None
+
+
+def _store_version(bundle: Bundle, config: Config, actor: Actor, now: datetime) -> ConfigVersion:
+    check_size(bundle)
+    numbers = [
+        ConfigVersion.objects.aggregate(n=Max("number"))["n"],
+        PushAttempt.objects.aggregate(n=Max("version_number"))["n"],
+    ]
+    try:
+        with transaction.atomic():
+            return ConfigVersion.objects.create(
+                number=max(n or 0 for n in numbers) + 1,
+                fingerprint=bundle.fingerprint,
+                config_fingerprint=config.fingerprint,
+                location=bundle.location[:1000],
+                entry=bundle.entry,
+                files=bundle.files,
+                size=bundle.size,
+                git_commit=bundle.git_commit or "",
+                git_dirty=bundle.git_dirty,
+                pushed_by=actor.name,
+                created_at=now,
+            )
+    except IntegrityError as exc:
+        raise PushError("another push was applied at the same moment; push again") from exc
+
+
+def _prune_versions() -> None:
+    """Keep the SEGFLOW_CONFIG_VERSIONS_KEPT versions applied last (the live one always)."""
+    kept: list[int] = []
+    wanted = max(1, settings.SEGFLOW_CONFIG_VERSIONS_KEPT)
+    pushes = Push.objects.filter(version__isnull=False).order_by("-id")
+    for version_id in pushes.values_list("version_id", flat=True).iterator(chunk_size=200):
+        if version_id not in kept:
+            kept.append(version_id)
+            if len(kept) >= wanted:
+                break
+    ConfigVersion.objects.exclude(pk__in=kept).delete()
+
+
+def _diff_files(bundle: Bundle, live: ConfigVersion | None, plan: PushPlan) -> None:
+    """The files that differ from the live version's."""
+    if live is not None and live.fingerprint == bundle.fingerprint:
+        return
+    before = live.files if live is not None else {}
+    for name in sorted(set(before) | set(bundle.files)):
+        if name not in before:
+            plan.add("Files", "+", name)
+        elif name not in bundle.files:
+            plan.add("Files", "-", name)
+        elif before[name] != bundle.files[name]:
+            plan.add("Files", "~", name)
+    if live is not None and live.entry != bundle.entry and not plan.sections.get("Files"):
+        plan.add("Files", "~", bundle.entry, "now the config module")
+
+
+# ---------------------------------------------------------------------------------------------
+# The three ways in: a config on this machine, a bundle sent over HTTP, a stored version.
+
+
+def push_location(location: str, *, dry_run: bool = False, actor: Actor | None = None) -> PushPlan:
+    """Push the config at `location` on this machine (`manage.py segflow_push`)."""
+    actor = actor or Actor.local()
+    audit = Audit(actor, "push", dry_run, location=location)
+
+    def run() -> PushPlan:
+        bundle = bundle_from_location(location)
+        audit.saw(bundle)
+        with _cache(dry_run) as root:
+            config = _load_here(bundle, location, root)
+            return push(config, dry_run=dry_run, bundle=bundle, actor=actor)
+
+    return audit.run(run)
+
+
+def push_bundle(bundle: Bundle, *, dry_run: bool = False, actor: Actor) -> PushPlan:
+    """Push a bundle sent over HTTP: validated, planned and applied as a local push is."""
+    audit = Audit(actor, "push", dry_run, location=bundle.location)
+    audit.saw(bundle)
+
+    def run() -> PushPlan:
+        with _cache(dry_run) as root:
+            config = load_bundle(bundle, root=root)
+            return push(config, dry_run=dry_run, bundle=bundle, actor=actor)
+
+    return audit.run(run)
+
+
+def rollback(
+    to: int | None = None, *, dry_run: bool = False, actor: Actor | None = None
+) -> PushPlan:
+    """Apply again a stored version: `to`, or else the one live before the current one."""
+    actor = actor or Actor.local()
+    audit = Audit(actor, "rollback", dry_run)
+
+    def run() -> PushPlan:
+        version = _rollback_target(to)
+        bundle = bundle_of(version)
+        audit.saw(bundle)
+        with _cache(dry_run) as root:
+            config = load_bundle(bundle, root=root)
+            return push(config, dry_run=dry_run, actor=actor, rollback_to=version)
+
+    return audit.run(run)
+
+
+def _rollback_target(to: int | None) -> ConfigVersion:
+    live = current_version()
+    kept = ", ".join(
+        str(n) for n in ConfigVersion.objects.order_by("number").values_list("number", flat=True)
+    )
+    if to is not None:
+        version = ConfigVersion.objects.filter(number=to).first()
+        if version is None:
+            raise PushError(f"there is no version {to} (kept: {kept or 'none'})")
+        return version
+    if live is None:
+        raise PushError("there is no pushed version to roll back from")
+    before = (
+        Push.objects.filter(version__isnull=False)
+        .exclude(version=live)
+        .order_by("-id")
+        .select_related("version")
+        .first()
+    )
+    if before is None:
+        raise PushError(
+            f"version {live.number} is the only version applied that is still kept "
+            f"(kept: {kept}); give --to N"
+        )
+    return before.version
+
+
+@contextmanager
+def _cache(dry_run: bool) -> Iterator[Path | None]:
+    """Where a bundle's files are written to be loaded: the cache (None), or for a dry run a
+    folder thrown away after it."""
+    if not dry_run:
+        yield None
+        return
+    with tempfile.TemporaryDirectory(prefix="segflow-dry-run-") as folder:
+        yield Path(folder)
+
+
+class Audit:
+    """One attempt, recorded whatever comes of it."""
+
+    def __init__(self, actor: Actor, action: str, dry_run: bool, *, location: str = "") -> None:
+        self.actor, self.action, self.dry_run = actor, action, dry_run
+        self.location = location
+        self.bundle: Bundle | None = None
+
+    def saw(self, bundle: Bundle) -> None:
+        self.bundle = bundle
+        self.location = self.location or bundle.location
+
+    def run(self, work: Callable[[], PushPlan]) -> PushPlan:
+        try:
+            plan = work()
+        except (ConfigError, PushError) as exc:
+            self.record("failed", failure_message(exc))
+            raise
+        if self.dry_run:
+            self.record("dry run", plan.render())
+        else:
+            result = "applied" if plan.has_changes else "unchanged"
+            self.record(result, plan.render(), plan.version)
+        return plan
+
+    def record(self, result: str, message: str, version: int | None = None) -> None:
+        record_attempt(
+            self.actor,
+            action=self.action,
+            dry_run=self.dry_run,
+            result=result,
+            message=message,
+            location=self.location,
+            bundle=self.bundle,
+            version_number=version,
+        )
+
+
+def record_attempt(
+    actor: Actor,
+    *,
+    action: str,
+    dry_run: bool,
+    result: str,
+    message: str = "",
+    location: str = "",
+    bundle: Bundle | None = None,
+    version_number: int | None = None,
+) -> PushAttempt:
+    """Audit one push or rollback (refused, failed, planned or applied)."""
+    return PushAttempt.objects.create(
+        via=actor.via,
+        actor=actor.name[:200],
+        api_key_id=actor.api_key_id,
+        client_ip=actor.client_ip[:64],
+        forwarded_for=actor.forwarded_for[:500],
+        action=action,
+        dry_run=dry_run,
+        location=(location or (bundle.location if bundle else ""))[:1000],
+        fingerprint=bundle.fingerprint if bundle else "",
+        git_commit=(bundle.git_commit or "") if bundle else "",
+        git_dirty=bundle.git_dirty if bundle else None,
+        result=result,
+        message=message,
+        version_number=version_number,
+    )
 
 
 def _diff_email_provider(config: Config, plan: PushPlan) -> None:

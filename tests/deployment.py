@@ -127,7 +127,8 @@ class Deployment:
         os.killpg(self.processes[name].pid, signal.SIGKILL)
         self.processes.pop(name).wait(timeout=10)
 
-    def up(self, workers: int = 2) -> Client:
+    def up(self, workers: int = 2, push: bool = True) -> Client:
+        """Start everything; `push=False` leaves the config to be pushed over HTTP later."""
         with mysql_connection() as conn:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS {self.database}")
             conn.cursor().execute(
@@ -137,7 +138,8 @@ class Deployment:
 
         redis.Redis.from_url(REDIS_URL).flushdb()
         self.manage("migrate", "--noinput")
-        self.manage("segflow_push")
+        if push:
+            self.manage("segflow_push")
         key = self.manage("segflow_create_api_key", "workers-test").strip().splitlines()[-1]
         self.start(
             "web",

@@ -3,12 +3,14 @@ cannot be edited there, and what segflow sent can be read."""
 
 from __future__ import annotations
 
+from io import StringIO
 from urllib.parse import quote as urlquote
 
 import pytest
 from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.contrib.auth.models import Group
+from django.core.management import call_command
 from django.urls import reverse
 from django.utils.html import escape
 from django_celery_beat.models import (
@@ -49,6 +51,7 @@ def change_url(obj) -> str:
 def world(api, clock, pushed):
     """The example config pushed, and users who got emails, entered campaigns and bought."""
     pushed()
+    call_command("segflow_push", "--dry-run", stdout=StringIO())  # an attempt in the audit
     for user_id, name in (("jane", "Jane"), ("mallory", SCRIPT), (ODD_ID, "Odd")):
         response = api.put(
             f"/api/users/{urlquote(user_id, safe='')}",

@@ -10,11 +10,17 @@ from .errors import PayloadTooLarge
 class StrictJSONParser(JSONParser):
     """JSON bodies only, within the size limit, without NaN, and never a 500 on odd input."""
 
+    def max_bytes(self) -> int:
+        return settings.SEGFLOW_MAX_BODY_BYTES
+
+    def too_large(self) -> Exception:
+        return PayloadTooLarge()
+
     def parse(self, stream, media_type=None, parser_context=None):
-        limit = settings.SEGFLOW_MAX_BODY_BYTES
+        limit = self.max_bytes()
         body = stream.read(limit + 1) if stream is not None else b""
         if len(body) > limit:
-            raise PayloadTooLarge()
+            raise self.too_large()
         return strict_json(body, (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET))
 
 

@@ -1,6 +1,6 @@
 from django.urls import path, re_path
 
-from . import segment, views
+from . import push, segment, views
 
 urlpatterns = [
     path("", views.IndexView.as_view(), name="index"),
@@ -8,6 +8,9 @@ urlpatterns = [
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/events", views.UserEventsView.as_view(), name="user-events"),
     path("events", views.EventsView.as_view(), name="events"),
+    # Configs pushed from CI (a key of the scope `push`; off unless SEGFLOW_ALLOW_REMOTE_PUSH).
+    path("push", push.PushView.as_view(), name="push"),
+    path("push/rollback", push.RollbackView.as_view(), name="push-rollback"),
     re_path(r"^users/?$", views.EmptyIdView.as_view()),
     re_path(r"^users//events/?$", views.EmptyIdView.as_view()),
     # Anything else under /api/ answers in JSON too, never with an HTML page.

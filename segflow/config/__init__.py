@@ -3,11 +3,13 @@
 - `definitions`: `SegflowConfig` (what a config file writes) and the frozen definitions a loaded
   config is made of (`Config`, `CampaignDef`, ...);
 - `loading`: importing a config file and validating every key, with errors that name the key;
-- `introspection`: reading a config's functions without running them (sources, fingerprints).
+- `introspection`: reading a config's functions without running them (sources, fingerprints);
+- `bundle`: a config as files (its folder), as a push stores it and every process loads it.
 
 Which config a process runs is not here: see `segflow.live_config`.
 """
 
+from .bundle import Bundle, bundle_from_location, bundle_from_payload, load_bundle
 from .definitions import (
     BEHAVIORS,
     MAX_NAME_LENGTH,
@@ -34,6 +36,7 @@ from .loading import import_config_module, load_config, validate_config
 
 __all__ = [
     "BEHAVIORS",
+    "Bundle",
     "MAX_NAME_LENGTH",
     "PROVIDERS",
     "CampaignConfig",
@@ -51,8 +54,11 @@ __all__ = [
     "TemplateDef",
     "TransactionConfig",
     "TransactionDef",
+    "bundle_from_location",
+    "bundle_from_payload",
     "call_with_arity",
     "import_config_module",
+    "load_bundle",
     "load_config",
     "register_email_provider",
     "source_of",

@@ -184,6 +184,9 @@ class Config:
     segments: dict[str, SegmentDef] = field(default_factory=dict)
     campaigns: dict[str, CampaignDef] = field(default_factory=dict)
     transactions: dict[str, TransactionDef] = field(default_factory=dict)
+    # The files it was loaded from, when it was loaded from a pushed version's bundle
+    # (segflow.config.bundle.Bundle): a push of this config stores those very files.
+    bundle: Any = field(default=None, repr=False, compare=False)
 
     @cached_property
     def fingerprint(self) -> str:

@@ -13,7 +13,9 @@ import inspect
 import json
 import re
 import sys
+import traceback
 from collections.abc import Callable, Iterator
+from contextlib import contextmanager, suppress
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -45,24 +47,33 @@ from .introspection import (
 
 
 def import_config_module(location: str) -> tuple[Any, Path]:
-    """Import the config from a file path or a dotted module name, fresh each time."""
+    """Import the config from a file path or a dotted module name, fresh each time.
+
+    A config file may import the modules beside it (`import helpers`): its folder is on
+    `sys.path` while it is imported, and the modules it brought in from there are forgotten
+    afterwards, so the next load (another version of the folder) imports them afresh.
+    """
     path = Path(location)
     if location.endswith(".py") or path.exists():
         path = path.expanduser().resolve()
         if not path.is_file():
             raise ConfigError(f"config: no file at {path}")
-        module_name = f"segflow_user_config_{sha256(str(path))[:12]}"
+        module_name = config_module_name(path)
         spec = importlib.util.spec_from_file_location(module_name, path)
         if spec is None or spec.loader is None:
             raise ConfigError(f"config: cannot import {path}")
         module = importlib.util.module_from_spec(spec)
         sys.modules[module_name] = module
         try:
-            spec.loader.exec_module(module)
+            with _folder_importable(path.parent):
+                spec.loader.exec_module(module)
         except ConfigError:
             raise
         except Exception as exc:
-            raise ConfigError(f"config: importing {path} failed: {exc!r}") from exc
+            what = f"SyntaxError: {exc.msg}" if isinstance(exc, SyntaxError) else repr(exc)
+            raise ConfigError(
+                f"config: importing {path} failed: {what}{_where(exc, path.parent)}"
+            ) from exc
         return module, path.parent
     try:
         if location in sys.modules:
@@ -73,6 +84,42 @@ def import_config_module(location: str) -> tuple[Any, Path]:
         raise ConfigError(f"config: importing module {location!r} failed: {exc!r}") from exc
     module_file = getattr(module, "__file__", None)
     return module, Path(module_file).resolve().parent if module_file else Path.cwd()
+
+
+def config_module_name(path: Path) -> str:
+    """The name in sys.modules of the config imported from the file at `path`."""
+    return f"segflow_user_config_{sha256(str(path))[:12]}"
+
+
+@contextmanager
+def _folder_importable(folder: Path) -> Iterator[None]:
+    """`folder` first on sys.path for the import; the new top-level modules it gave, forgotten."""
+    before = set(sys.modules)
+    added = str(folder) not in sys.path
+    if added:
+        sys.path.insert(0, str(folder))
+    try:
+        yield
+    finally:
+        if added:
+            with suppress(ValueError):
+                sys.path.remove(str(folder))
+        tops = {name.partition(".")[0] for name in before}
+        for name in set(sys.modules) - before:
+            file = getattr(sys.modules.get(name), "__file__", None) or ""
+            if name.partition(".")[0] not in tops and Path(file).is_relative_to(folder):
+                sys.modules.pop(name, None)
+
+
+def _where(exc: BaseException, folder: Path) -> str:
+    """ " (file, line N)" of the deepest line in the config's folder that the error came from."""
+    if isinstance(exc, SyntaxError) and exc.filename and exc.lineno:
+        return f" ({exc.filename}, line {exc.lineno})"
+    where = ""
+    for frame, line in traceback.walk_tb(exc.__traceback__):
+        if Path(frame.f_code.co_filename).is_relative_to(folder):
+            where = f" ({frame.f_code.co_filename}, line {line})"
+    return where
 
 
 def load_config(location: str) -> Config:

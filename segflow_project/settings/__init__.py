@@ -4,3 +4,4 @@ from .base import *  # noqa: F403
 from .celery import *  # noqa: F403
 from .database import *  # noqa: F403
 from .email import *  # noqa: F403
+from .push import *  # noqa: F403

@@ -99,7 +99,8 @@ DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 REST_FRAMEWORK = {
     "DEFAULT_AUTHENTICATION_CLASSES": ["segflow.api.auth.ApiKeyAuthentication"],
-    "DEFAULT_PERMISSION_CLASSES": ["rest_framework.permissions.IsAuthenticated"],
+    # A key, of the scope the view needs (`ingest` unless it says otherwise).
+    "DEFAULT_PERMISSION_CLASSES": ["segflow.api.permissions.HasKeyScope"],
     "DEFAULT_PARSER_CLASSES": ["segflow.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "segflow.api.errors.exception_handler",

@@ -1,6 +1,6 @@
 from django.core.management.base import BaseCommand, CommandError
 
-from segflow.api_keys import create_api_key
+from segflow.api_keys import SCOPES, create_api_key
 
 
 class Command(BaseCommand):
@@ -8,11 +8,20 @@ class Command(BaseCommand):
 
     def add_arguments(self, parser):
         parser.add_argument("name", help="Who or what the key is for, e.g. 'backend-production'.")
+        parser.add_argument(
+            "--scope",
+            choices=SCOPES,
+            default="ingest",
+            help="ingest (the default): the users and events API, for app backends. push: "
+            "pushing configs (segflow_push --server), for CI; it runs code on the workers.",
+        )
 
-    def handle(self, *args, name: str, **options):
+    def handle(self, *args, name: str, scope: str = "ingest", **options):
         name = name.strip()
         if not name or len(name) > 100:
             raise CommandError("NAME must be 1 to 100 characters.")
-        row, key = create_api_key(name)
-        self.stdout.write(f"API key {row.name!r} created. Keep it now; it is not shown again:")
+        row, key = create_api_key(name, scope)
+        self.stdout.write(
+            f"API key {row.name!r} (scope {row.scope}) created. Keep it now; it is not shown again:"
+        )
         self.stdout.write(key)

@@ -1,10 +1,10 @@
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from delivery.unsubscribe import unsubscribe_url
 from segflow.config import ConfigError, load_config
+from segflow.live_config import live_config
 from templates.preview import PreviewError, preview_email
 from templates.rendering import RenderError
 
@@ -17,11 +17,13 @@ class Command(BaseCommand):
         parser.add_argument("--user", required=True, help="the id of the user to render it for")
         parser.add_argument("--event", type=int, help="for a transaction: the event id to use")
         parser.add_argument("--output", "-o", help="the HTML file to write")
-        parser.add_argument("--config", help="the config to read (default: SEGFLOW_CONFIG)")
+        parser.add_argument(
+            "--config", help="the config to read (default: the version last pushed)"
+        )
 
     def handle(self, *args, **options):
         try:
-            config = load_config(options["config"] or settings.SEGFLOW_CONFIG)
+            config = load_config(options["config"]) if options["config"] else live_config.sync()
             preview = preview_email(
                 config,
                 options["template"],

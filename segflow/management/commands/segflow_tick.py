@@ -13,6 +13,6 @@ class Command(BaseCommand):
         self.stdout.write(f"Tick done: {report}.")
         if not report.config_is_live:
             raise CommandError(
-                "This process's config is not the one last pushed, so segments and new events "
-                "wait. Run segflow_tick with the SEGFLOW_CONFIG that was pushed."
+                "This process could not load the config last pushed (the error is logged above), "
+                "so segments and new events wait. Push a config that loads here, or roll back."
             )
