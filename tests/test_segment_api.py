@@ -440,3 +440,19 @@ def test_a_batch_costs_a_few_statements_however_many_messages_it_has(v1, shop, s
     statements(1, 1000)  # the key's first use of the minute is written down: not counted here
     assert statements(10, 0) == statements(100, 10) <= 12
     assert Event.objects.count() == 111
+
+
+def test_a_push_key_cannot_send_to_v1(client, db):
+    import base64
+
+    from segflow.api_keys import create_api_key
+
+    _, key = create_api_key("ci", scope="push")
+    response = client.post(
+        "/v1/track",
+        data={"userId": "jane", "event": "purchase"},
+        content_type="application/json",
+        HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode(),
+    )
+    assert response.status_code == 403
+    assert "scope 'push'" in response.json()["error"]
