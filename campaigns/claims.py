@@ -1,7 +1,9 @@
 """Who is due: claiming cursors for running, with leases so each is handed out once at a time.
 
 A claim sets `claimed_until`; until then no other claimer takes the cursor, and once it passes
-(its worker died) the cursor is handed out again. The runner clears the claim when it has run.
+(its worker died) the cursor is handed out again. The runner clears the claim when it has run,
+and whoever claimed cursors but could not hand them out (the broker was down) releases them, so
+that the next tick claims them again instead of waiting out the lease.
 """
 
 from __future__ import annotations
@@ -50,3 +52,12 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
         lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
         Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
     return ids
+
+
+def release(cursor_ids: list[int]) -> None:
+    """Give up the claims on cursors that could not be handed out, so the next tick claims them
+    again at once. (A cursor that ran meanwhile has no claim left; this changes nothing then.)"""
+    if cursor_ids:
+        Cursor.objects.filter(pk__in=cursor_ids, claimed_until__isnull=False).update(
+            claimed_until=None
+        )
