@@ -42,6 +42,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that under /api/ whatever fails below it is answered in JSON.
+    "segflow.api.middleware.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from any WSGI server, gunicorn included.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -90,7 +92,7 @@ WHITENOISE_USE_FINDERS = True
 # over plain http) but `manage.py check --deploy` is clean as shipped.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/ready$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
@@ -113,6 +115,10 @@ REST_FRAMEWORK = {
 SEGFLOW_CONFIG = env.str("SEGFLOW_CONFIG", default=str(BASE_DIR / "examples" / "segflow_config.py"))
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
+# When the database or the broker is down, the API answers 503 with this Retry-After.
+SEGFLOW_RETRY_AFTER_SECONDS = env.int("SEGFLOW_RETRY_AFTER_SECONDS", default=5)
+# How long /api/ready waits for the database (and, in production mode, the broker) to answer.
+SEGFLOW_READY_TIMEOUT_SECONDS = env.float("SEGFLOW_READY_TIMEOUT_SECONDS", default=2.0)
 # Most events one POST /api/events may carry.
 SEGFLOW_MAX_EVENTS_PER_REQUEST = env.int("SEGFLOW_MAX_EVENTS_PER_REQUEST", default=500)
 # Django refuses larger bodies before segflow sees them; keep its limit out of segflow's way.
