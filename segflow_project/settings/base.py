@@ -131,6 +131,12 @@ SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = env.int("SEGFLOW_TIME_SEGMENT_REFRESH_SEC
 SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
 # A due cursor handed to a worker is handed out again after this long if its step has not run.
 SEGFLOW_CLAIM_LEASE_SECONDS = env.int("SEGFLOW_CLAIM_LEASE_SECONDS", default=300)
+# A campaign email for a user with no email address waits this long for one, from when its step
+# came due, trying again every RETRY seconds (and when the user changes), before it is skipped.
+SEGFLOW_WAIT_FOR_ADDRESS_SECONDS = env.int("SEGFLOW_WAIT_FOR_ADDRESS_SECONDS", default=3600)
+SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS = env.int(
+    "SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS", default=60
+)
 # How many due cursors one task advances together, and how many emails one task delivers.
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # A whole segment is re-evaluated this many users at a time (one task each for a time-based one).
