@@ -4,6 +4,7 @@ the log for anything unexpected. `segflow.api.middleware` applies the last two t
 happen outside DRF's views too."""
 
 import logging
+import traceback
 import uuid
 
 from django.conf import settings
@@ -62,16 +63,28 @@ def unavailable(what: str, exc: BaseException | None, request) -> tuple[dict, di
     """The body and headers of a 503 for an outage of `what`; logged without the traceback (an
     outage makes many of them), with the error's text, which the caller does not get."""
     logger.warning(
-        "503 for %s %s: the %s is not available (%s: %s)",
+        "503 for %s %s: the %s is not available (%s: %s, in %s)",
         getattr(request, "method", ""),
         getattr(request, "path", ""),
         what,
         type(exc).__name__,
         exc,
+        _where(exc),
     )
     seconds = settings.SEGFLOW_RETRY_AFTER_SECONDS
     body = {"error": f"{what}: not available right now; try again in {seconds} seconds"}
     return body, {"Retry-After": str(seconds)}
+
+
+def _where(exc: BaseException | None) -> str:
+    """The innermost place in segflow's own code that the error passed through."""
+    root = str(settings.BASE_DIR)
+    frames = traceback.extract_tb(exc.__traceback__) if exc is not None else []
+    ours = [f for f in frames if f.filename.startswith(root) and "site-packages" not in f.filename]
+    if not ours:
+        return "?"
+    frame = ours[-1]
+    return f"{frame.filename[len(root) + 1 :]}:{frame.lineno} {frame.name}"
 
 
 def unexpected(exc: BaseException | None, request) -> dict:
