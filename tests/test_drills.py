@@ -10,7 +10,9 @@ App backends write users and events all along, retrying what was refused as a cl
 (after Retry-After). Each drill checks what a user of segflow relies on:
 
 - every answer is a success or a JSON 503 with Retry-After: never a 500, never an HTML page;
-- no write answered with an error was stored (a retried event is not stored twice);
+- no write answered with an error was stored (a retried event is not stored twice), except,
+  when the database stops under the writes, one whose answer was lost with the connection after
+  the commit: that may happen only to a refused write, and the drill prints how many;
 - no email is lost and none is sent twice: every user gets each campaign email and a receipt
   for their purchase exactly once (rows a dying sender left `unknown` were received once at
   most, and only as many as it had in hand).
