@@ -119,7 +119,7 @@ def broker_problem(timeout: float) -> str | None:
         url=settings.CELERY_BROKER_URL, connect_timeout=timeout, transport_options=options
     )
     try:
-        connection.ensure_connection(max_retries=1, timeout=timeout)
+        connection.ensure_connection(max_retries=0, timeout=timeout)
         connection.default_channel  # noqa: B018 - opening a channel talks to the broker
     except Exception as exc:
         return f"{type(exc).__name__}: {exc}"
