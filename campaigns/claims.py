@@ -1,7 +1,9 @@
 """Who is due: claiming cursors for running, with leases so each is handed out once at a time.
 
 A claim sets `claimed_until`; until then no other claimer takes the cursor, and once it passes
-(its worker died) the cursor is handed out again. The runner clears the claim when it has run.
+(its worker died) the cursor is handed out again. The runner clears the claim when it has run,
+and whoever claimed cursors but could not hand them out (the broker was down) releases them, so
+that the next tick claims them again instead of waiting out the lease.
 """
 
 from __future__ import annotations
@@ -10,7 +12,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import transaction
-from django.db.models import Q
+from django.db.models import Case, F, Q, Value, When
 
 from .models import Cursor
 
@@ -38,7 +40,11 @@ def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
 
 def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
     """Claim the users' cursors that have not run a step yet and nobody holds, to start them now
-    (claimed, so the schedule's next tick does not hand them out a second time)."""
+    (claimed, so the schedule's next tick does not hand them out a second time).
+
+    A new cursor is due at once, unless its first email is waiting for the user's address (see
+    `campaigns.runner`): a change to the user is the moment to try that again, so it is made due
+    now too."""
     unclaimed = Cursor.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
         user_id__in=user_ids,
@@ -48,5 +54,17 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
     ids = list(unclaimed.values_list("pk", flat=True))
     if ids:
         lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
-        Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+        Cursor.objects.filter(pk__in=ids).update(
+            claimed_until=now + lease,
+            due_at=Case(When(due_at__gt=now, then=Value(now)), default=F("due_at")),
+        )
     return ids
+
+
+def release(cursor_ids: list[int]) -> None:
+    """Give up the claims on cursors that could not be handed out, so the next tick claims them
+    again at once. (A cursor that ran meanwhile has no claim left; this changes nothing then.)"""
+    if cursor_ids:
+        Cursor.objects.filter(pk__in=cursor_ids, claimed_until__isnull=False).update(
+            claimed_until=None
+        )

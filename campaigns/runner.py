@@ -9,9 +9,10 @@ emails (`delivery.outbox`) with a few statements for the whole batch.
 from __future__ import annotations
 
 import logging
-from datetime import datetime
+from datetime import datetime, timedelta
 from enum import StrEnum
 
+from django.conf import settings
 from django.db import OperationalError, connection, transaction
 from django.utils import timezone
 
@@ -24,7 +25,7 @@ from segflow.users import mark_attributes_changed
 
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
 from .models import Campaign, Cursor, CursorStep
-from .steps import SendEmailResult, Step, StepError, StepOutcome
+from .steps import STEP_KINDS, NotYet, SendEmailResult, Step, StepError, StepOutcome
 
 logger = logging.getLogger(__name__)
 
@@ -51,15 +52,25 @@ class RunawayFlow(Exception):
 
 
 class _Performer:
-    """What a step of one cursor may do (see `campaigns.steps.StepPerformer`)."""
+    """What a step of one cursor may do (see `campaigns.steps.StepPerformer`).
+
+    `due_since` is when the step came due: an email to a user with no address waits for one
+    until SEGFLOW_WAIT_FOR_ADDRESS_SECONDS after it (see `send_email`)."""
 
     def __init__(
-        self, config: Config, cursor: Cursor, user: User, index: int, now: datetime, emails
+        self,
+        config: Config,
+        cursor: Cursor,
+        user: User,
+        index: int,
+        now: datetime,
+        emails: OutboxWriter,
+        due_since: datetime,
     ) -> None:
         self.config, self.cursor, self.user, self.index = config, cursor, user, index
-        self.now, self.emails = now, emails
+        self.now, self.emails, self.due_since = now, emails, due_since
 
-    def send_email(self, template: str) -> SendEmailResult:
+    def send_email(self, template: str) -> SendEmailResult | NotYet:
         content = self.config.templates.get(template)
         if content is None:
             raise StepError(
@@ -69,6 +80,9 @@ class _Performer:
         origin = EmailOrigin.campaign_step(
             self.cursor.campaign.name, self.cursor.pk, self.index, template
         )
+        not_yet = self._waiting_for_address(origin)
+        if not_yet is not None:
+            return not_yet
         row = self.emails.queue(content, self.user, origin)
         return SendEmailResult(
             success=row.status
@@ -77,6 +91,36 @@ class _Performer:
             reason=row.reason,
             outbox_id=row.pk,
         )
+
+    def _waiting_for_address(self, origin: EmailOrigin) -> NotYet | None:
+        """A user with no email address yet (an event created them before the app sent their
+        profile) gets a while to get one: the step is tried again every
+        SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS (and when the user changes, if it is the first
+        step) until SEGFLOW_WAIT_FOR_ADDRESS_SECONDS after it came due, then skipped."""
+        if self.user.email or origin.key in self.emails.existing:
+            return None
+        deadline = self.due_since + timedelta(seconds=settings.SEGFLOW_WAIT_FOR_ADDRESS_SECONDS)
+        if self.now >= deadline:
+            return None
+        retry = timedelta(seconds=max(1, settings.SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS))
+        return NotYet(
+            retry_at=min(self.now + retry, deadline),
+            reason=f"waiting for an email address until {deadline:%Y-%m-%d %H:%M:%S} UTC",
+        )
+
+
+def came_due_at(cursor: Cursor) -> datetime:
+    """When the cursor's next step came due: when its last recorded step was performed, or
+    later if that one paused the flow (a wait); for a cursor with no steps, when it began."""
+    records = list(cursor.steps.all())  # prefetched by the runner
+    if not records:
+        return cursor.created_at
+    last = records[-1]
+    step_class = STEP_KINDS.get(last.kind)
+    try:
+        return step_class(**last.args).next_due(last.created_at)
+    except Exception:  # a kind or arguments this version does not know
+        return last.created_at
 
 
 def history_of(cursor: Cursor) -> list[RecordedStep]:
@@ -263,6 +307,7 @@ def _run_steps(
         return Advanced(cursor.status)
 
     index = cursor.step_count
+    due_since = came_due_at(cursor)
     outcome_label = Advanced.WAITING
     for _ in range(MAX_STEPS_PER_ADVANCE):
         try:
@@ -279,11 +324,16 @@ def _run_steps(
             break
         try:
             outcome: StepOutcome = step.perform(
-                _Performer(config, cursor, user, index, now, emails)
+                _Performer(config, cursor, user, index, now, emails, due_since)
             )
         except StepError as exc:
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
             outcome_label = Advanced.FAILED
+            break
+        if not outcome.recorded:
+            # Not performed yet: nothing is recorded, and on the next run the flow is replayed
+            # up to here and yields this step again.
+            cursor.due_at = outcome.due_at
             break
         steps.append(
             CursorStep(
@@ -297,6 +347,7 @@ def _run_steps(
             )
         )
         index += 1
+        due_since = now  # the next step came due now, unless this one pauses the flow
         run.step_done(step, outcome.result)
         if outcome.due_at is not None:
             cursor.due_at = outcome.due_at

@@ -18,11 +18,23 @@ from typing import Any, ClassVar, Protocol
 
 @dataclass(frozen=True)
 class StepOutcome:
-    """What performing a step gave: the flow's result, what to record, and when to go on."""
+    """What performing a step gave: the flow's result, what to record, and when to go on.
+
+    A step that could not be performed yet (`NotYet`) is not recorded: the cursor pauses until
+    `due_at` and the step is yielded and performed again then, as if for the first time."""
 
     result: object
     recorded_result: object
     due_at: datetime | None = None  # set when the cursor should pause until then
+    recorded: bool = True
+
+
+@dataclass(frozen=True)
+class NotYet:
+    """A performer's answer when a step cannot be performed yet: try it again at `retry_at`."""
+
+    retry_at: datetime
+    reason: str
 
 
 class StepError(Exception):
@@ -47,7 +59,7 @@ class StepPerformer(Protocol):
 
     now: datetime
 
-    def send_email(self, template: str) -> SendEmailResult: ...
+    def send_email(self, template: str) -> SendEmailResult | NotYet: ...
 
 
 @dataclass(frozen=True)
@@ -70,6 +82,11 @@ class Step:
 
     def perform(self, performer: StepPerformer) -> StepOutcome:
         raise NotImplementedError
+
+    def next_due(self, performed_at: datetime) -> datetime:
+        """When the step after this one came due, this one having been performed at
+        `performed_at`: at once, unless the step pauses the flow."""
+        return performed_at
 
 
 STEP_KINDS: dict[str, type[Step]] = {}
@@ -108,6 +125,10 @@ class SendEmail(Step):
 
     def perform(self, performer: StepPerformer) -> StepOutcome:
         result = performer.send_email(self.template)
+        if isinstance(result, NotYet):
+            return StepOutcome(
+                result=None, recorded_result=None, due_at=result.retry_at, recorded=False
+            )
         return StepOutcome(result=result, recorded_result=asdict(result))
 
 
@@ -129,7 +150,10 @@ class Wait(Step):
         return f"wait({self.duration})"
 
     def perform(self, performer: StepPerformer) -> StepOutcome:
-        return StepOutcome(result=None, recorded_result=None, due_at=performer.now + self.duration)
+        return StepOutcome(result=None, recorded_result=None, due_at=self.next_due(performer.now))
+
+    def next_due(self, performed_at: datetime) -> datetime:
+        return performed_at + self.duration
 
 
 class Runtime:

@@ -24,7 +24,7 @@ from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
 from .db import lock_user, lock_users
-from .dispatch import enqueue, enqueue_in_batches
+from .dispatch import enqueue, enqueue_each, enqueue_in_batches
 from .live_config import live_config
 from .models import Event, User
 
@@ -47,7 +47,7 @@ def _evaluate_users(
             audience.reconcile_campaign(campaign, now, user_id=user_id)
     new_cursors = claims.claim_new_cursors([user.pk for user in users], now)
     if new_cursors:
-        transaction.on_commit(lambda: enqueue_in_batches("advance_cursors", new_cursors))
+        transaction.on_commit(lambda: hand_out_cursors(new_cursors))
     if attributes:
         for user in users:
             User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
@@ -126,6 +126,21 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> None
     Event.objects.filter(pk__in=[event.pk for event in events]).update(processed_at=now)
 
 
+def hand_out_cursors(cursor_ids: list[int]) -> int:
+    """Hand claimed cursors to `advance_cursors`, SEGFLOW_BATCH_SIZE to a task. Those that could
+    not be handed out (the broker is down, or their inline run failed) are released at once, so
+    the next tick claims them again instead of waiting out SEGFLOW_CLAIM_LEASE_SECONDS. Returns
+    how many were handed out."""
+    left = enqueue_in_batches("advance_cursors", cursor_ids)
+    if left:
+        try:
+            claims.release(left)
+        except Exception:
+            # The database is down too: the claims lapse with their lease.
+            logger.exception("could not release the claims of %s cursors", len(left))
+    return len(cursor_ids) - len(left)
+
+
 def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:
     return runner.advance_cursors(cursor_ids, live_config.sync())
 
@@ -165,7 +180,9 @@ def refresh_time_segment(segment_id: int) -> None:
     ranges = segments.user_id_ranges()
     if len(ranges) > 1:
         for low, high in ranges:
-            enqueue("refresh_segment_range", segment_id, low, high)
+            handed = enqueue("refresh_segment_range", segment_id, low, high)
+            if not handed and not settings.SEGFLOW_TASKS_INLINE:
+                break  # the broker is down: the segment is refreshed one refresh_every later
         return
     refresh_segment_range(segment_id, None, None)
 
@@ -181,14 +198,15 @@ def refresh_segment_range(segment_id: int, low: str | None, high: str | None) ->
 
 def run_due_cursors(now: datetime | None = None, batch: int = 500, batches: int = 20) -> int:
     """Claim due cursors in batches and hand them to workers, SEGFLOW_BATCH_SIZE to a task.
-    Returns how many were handed out."""
+    Returns how many were handed out; if the broker refuses them, the claims are released and
+    the rest is left to the next tick."""
     now = now or timezone.now()
     total = 0
     for _ in range(batches):
         ids = claims.claim_due_cursors(now, limit=batch)
-        enqueue_in_batches("advance_cursors", ids)
-        total += len(ids)
-        if len(ids) < batch:
+        handed = hand_out_cursors(ids)
+        total += handed
+        if len(ids) < batch or (handed < len(ids) and not settings.SEGFLOW_TASKS_INLINE):
             break
     return total
 
@@ -247,8 +265,9 @@ def sweep(now: datetime) -> int:
     Event.objects.filter(pk__in=events).update(swept_at=now)
     User.objects.filter(pk__in=users).update(swept_at=now)
     OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
+    # What the broker does not take keeps its mark: a sweep SEGFLOW_SWEEP_AFTER_SECONDS later
+    # hands it out again.
     enqueue_in_batches("process_events", events)
-    for user_id in users:
-        enqueue("evaluate_user", user_id)
+    enqueue_each("evaluate_user", users)
     enqueue_in_batches("deliver_emails", emails)
     return len(events) + len(users) + len(emails)

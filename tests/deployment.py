@@ -1,10 +1,13 @@
 """Production processes started as an operator would: gunicorn, Celery workers and beat over
-Redis, on a MySQL/MariaDB database of their own. Used by tests/test_workers.py and bench/."""
+Redis, on a MySQL/MariaDB database of their own. Used by tests/test_workers.py, tests/test_drills.py
+and bench/. The drills, which stop and start the database and the broker, run a MariaDB and a
+Redis of their own (`PrivateMariaDB`, `PrivateRedis`) on free ports."""
 
 from __future__ import annotations
 
 import os
 import re
+import shutil
 import signal
 import socket
 import subprocess
@@ -30,11 +33,11 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def mysql_connection(database: str | None = None):
+def mysql_connection(database: str | None = None, server: str = MYSQL_SERVER):
     import MySQLdb
 
     match = re.match(
-        r"mysql://(?P<user>[^:@]+)(?::(?P<pw>[^@]*))?@(?P<host>[^:/]+):?(?P<port>\d*)", MYSQL_SERVER
+        r"mysql://(?P<user>[^:@]+)(?::(?P<pw>[^@]*))?@(?P<host>[^:/]+):?(?P<port>\d*)", server
     )
     return MySQLdb.connect(
         host=match["host"],
@@ -43,17 +46,176 @@ def mysql_connection(database: str | None = None):
         passwd=match["pw"] or "",
         database=database or "",
         autocommit=True,
+        connect_timeout=5,
     )
+
+
+def wait_until(check, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            if check():
+                return
+        except Exception:
+            pass
+        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        time.sleep(0.2)
+
+
+class PrivateServer:
+    """A server process this test run started, and only this one stops: its own port, its own
+    process group, its files in the test's folder."""
+
+    name = ""
+    binaries: tuple[str, ...] = ()
+
+    def __init__(self, folder: Path) -> None:
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.port = free_port()
+        self.process: subprocess.Popen | None = None
+
+    @classmethod
+    def missing(cls) -> list[str]:
+        return [b for b in cls.binaries if shutil.which(b) is None]
+
+    def command(self) -> list[str]:
+        raise NotImplementedError
+
+    def answers(self) -> bool:
+        raise NotImplementedError
+
+    def start(self) -> None:
+        assert self.process is None, f"{self.name} is already running"
+        log = open(self.folder / f"{self.name}.log", "a")  # noqa: SIM115
+        self.process = subprocess.Popen(
+            self.command(), stdout=log, stderr=subprocess.STDOUT, start_new_session=True
+        )
+        wait_until(self.answers, 60, f"{self.name} answering on port {self.port}")
+
+    def stop(self) -> None:
+        """A clean shutdown (SIGTERM), as an operator's `systemctl stop` does."""
+        if self.process is None:
+            return
+        self.thaw()
+        self.process.terminate()
+        try:
+            self.process.wait(timeout=60)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            self.process.wait(timeout=10)
+        self.process = None
+
+    def freeze(self) -> None:
+        """The server hangs: it keeps its connections and answers nothing (SIGSTOP)."""
+        os.kill(self.process.pid, signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        if self.process is not None:
+            os.kill(self.process.pid, signal.SIGCONT)
+
+
+class PrivateRedis(PrivateServer):
+    name = "redis"
+    binaries = ("redis-server",)
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def command(self) -> list[str]:
+        return [
+            "redis-server",
+            "--port",
+            str(self.port),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+            "--dir",
+            str(self.folder),
+        ]
+
+    def answers(self) -> bool:
+        import redis
+
+        return redis.Redis.from_url(self.url, socket_timeout=1).ping()
+
+
+class PrivateMariaDB(PrivateServer):
+    name = "mariadb"
+    binaries = ("mariadb-install-db", "mariadbd")
+
+    def __init__(self, folder: Path) -> None:
+        super().__init__(folder)
+        self.datadir = folder / "data"
+        done = subprocess.run(
+            [
+                "mariadb-install-db",
+                "--no-defaults",
+                "--user=" + _user(),
+                f"--datadir={self.datadir}",
+                "--auth-root-authentication-method=normal",
+                "--skip-test-db",
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+        )
+        assert done.returncode == 0, done.stdout + done.stderr
+
+    @property
+    def server(self) -> str:
+        """The URL of the server, without a database name (as MYSQL_SERVER)."""
+        return f"mysql://root@127.0.0.1:{self.port}"
+
+    def command(self) -> list[str]:
+        return [
+            "mariadbd",
+            "--no-defaults",
+            "--user=" + _user(),
+            f"--datadir={self.datadir}",
+            f"--port={self.port}",
+            "--bind-address=127.0.0.1",
+            f"--socket={self.folder / 'mariadb.sock'}",
+            f"--pid-file={self.folder / 'mariadb.pid'}",
+            "--skip-log-bin",
+            "--innodb-buffer-pool-size=64M",
+            "--max-connections=300",
+            "--character-set-server=utf8mb4",
+            "--collation-server=utf8mb4_unicode_ci",
+        ]
+
+    def answers(self) -> bool:
+        with mysql_connection(server=self.server) as conn:
+            conn.cursor().execute("SELECT 1")
+        return True
+
+
+def _user() -> str:
+    import getpass
+
+    return getpass.getuser()
 
 
 class Deployment:
     """The production processes, started from the shell as an operator would."""
 
     def __init__(
-        self, tmp_path: Path, config: str, *, concurrency: int = 3, env: dict | None = None
+        self,
+        tmp_path: Path,
+        config: str,
+        *,
+        concurrency: int = 3,
+        env: dict | None = None,
+        mysql_server: str = MYSQL_SERVER,
+        redis_url: str = REDIS_URL,
     ) -> None:
         self.tmp = tmp_path
         self.concurrency = concurrency
+        self.mysql_server, self.redis_url = mysql_server, redis_url
         self.database = f"segflow_workers_{os.getpid()}"
         self.mail_dir = tmp_path / "mail"
         self.mail_dir.mkdir()
@@ -66,8 +228,8 @@ class Deployment:
             "SECRET_KEY": "workers-test-" + "x" * 40,
             "ALLOWED_HOSTS": "127.0.0.1",
             "SECURE_SSL_REDIRECT": "0",
-            "DATABASE_URL": f"{MYSQL_SERVER}/{self.database}",
-            "CELERY_BROKER_URL": REDIS_URL,
+            "DATABASE_URL": f"{mysql_server}/{self.database}",
+            "CELERY_BROKER_URL": redis_url,
             "SEGFLOW_CONFIG": str(config_path),
             "EMAIL_BACKEND": "django.core.mail.backends.filebased.EmailBackend",
             "EMAIL_FILE_PATH": str(self.mail_dir),
@@ -127,20 +289,38 @@ class Deployment:
         os.killpg(self.processes[name].pid, signal.SIGKILL)
         self.processes.pop(name).wait(timeout=10)
 
+    def start_beat(self, name: str = "beat") -> None:
+        self.start(
+            name,
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            "segflow_project",
+            "beat",
+            "--scheduler",
+            "django_celery_beat.schedulers:DatabaseScheduler",
+            "--loglevel",
+            "WARNING",
+            "--schedule",
+            str(self.tmp / f"{name}-schedule"),
+        )
+
     def up(self, workers: int = 2, push: bool = True) -> Client:
         """Start everything; `push=False` leaves the config to be pushed over HTTP later."""
-        with mysql_connection() as conn:
+        with mysql_connection(server=self.mysql_server) as conn:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS {self.database}")
             conn.cursor().execute(
                 f"CREATE DATABASE {self.database} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
             )
         import redis
 
-        redis.Redis.from_url(REDIS_URL).flushdb()
+        redis.Redis.from_url(self.redis_url).flushdb()
         self.manage("migrate", "--noinput")
         if push:
             self.manage("segflow_push")
         key = self.manage("segflow_create_api_key", "workers-test").strip().splitlines()[-1]
+        self.url, self.api_key = f"http://127.0.0.1:{self.port}", key
         self.start(
             "web",
             sys.executable,
@@ -156,25 +336,11 @@ class Deployment:
         )
         for n in range(1, workers + 1):
             self.start_worker(f"w{n}")
-        self.start(
-            "beat",
-            sys.executable,
-            "-m",
-            "celery",
-            "-A",
-            "segflow_project",
-            "beat",
-            "--scheduler",
-            "django_celery_beat.schedulers:DatabaseScheduler",
-            "--loglevel",
-            "WARNING",
-            "--schedule",
-            str(self.tmp / "beat-schedule"),
-        )
+        self.start_beat()
         deadline = time.monotonic() + 60
         while True:
             try:
-                return Client.initialize(url=f"http://127.0.0.1:{self.port}", api_key=key)
+                return Client.initialize(url=self.url, api_key=key)
             except Exception:
                 assert time.monotonic() < deadline, (self.tmp / "web.log").read_text()
                 time.sleep(0.3)
@@ -182,11 +348,11 @@ class Deployment:
     def down(self) -> None:
         for name in list(self.processes):
             self.kill(name)
-        with mysql_connection() as conn:
+        with mysql_connection(server=self.mysql_server) as conn:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS {self.database}")
 
     def query(self, sql: str, params=()) -> list[tuple]:
-        with mysql_connection(self.database) as conn:
+        with mysql_connection(self.database, server=self.mysql_server) as conn:
             cursor = conn.cursor()
             cursor.execute(sql, params)
             return list(cursor.fetchall())

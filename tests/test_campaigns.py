@@ -156,6 +156,7 @@ def test_a_flow_can_branch_on_send_email_and_assigning_ctx_user_updates_the_user
     assert SegmentMembership.objects.filter(user_id="t", segment__name="contacted").exists()
 
     user_service.put_user("no-mail", {"eu": 1})  # no email address: send_email fails
+    setup.advance_and_tick(hours=1)  # once it has waited an hour for one
     assert User.objects.get(pk="no-mail").attributes["stage"] == "unreachable"
     row = OutboxEmail.objects.get(user_id="no-mail", campaign_name="tagger")
     assert row.status == OutboxEmail.Status.SKIPPED

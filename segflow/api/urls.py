@@ -5,6 +5,7 @@ from . import push, segment, views
 urlpatterns = [
     path("", views.IndexView.as_view(), name="index"),
     path("health", views.HealthView.as_view(), name="health"),
+    path("ready", views.ReadyView.as_view(), name="ready"),
     path("users/<str:user_id>", views.UserView.as_view(), name="user"),
     path("users/<str:user_id>/events", views.UserEventsView.as_view(), name="user-events"),
     path("events", views.EventsView.as_view(), name="events"),

@@ -1,4 +1,8 @@
+import logging
+import math
+
 from django.conf import settings
+from django.db import DEFAULT_DB_ALIAS, connections
 from django.http import JsonResponse
 from django.views.decorators.csrf import csrf_exempt
 from rest_framework import status
@@ -9,6 +13,7 @@ from rest_framework.response import Response
 from rest_framework.views import APIView
 
 from segflow import users as user_service
+from segflow.dispatch import broker_problem
 
 from . import validation
 from .errors import InvalidInput, error_response
@@ -104,9 +109,12 @@ class EventsView(APIView):
 ENDPOINTS = {
     "GET /api/": "this list",
     "GET /api/health": "liveness: the web process answers",
+    "GET /api/ready": "readiness: the database (and the broker, with Celery) answer",
     "GET, PUT, PATCH, DELETE /api/users/{id}": "read, create or replace, merge, delete a user",
     "GET, POST /api/users/{id}/events": "list a user's events (newest first), record one",
     "POST /api/events": "record up to SEGFLOW_MAX_EVENTS_PER_REQUEST events for any users",
+    "POST /api/push, POST /api/push/rollback": "push a config from CI (a key of the scope push)",
+    "POST /v1/identify, track, page, screen, group, alias, batch": "the Segment tracking spec",
 }
 ENDPOINTS_HINT = "endpoints are " + ", ".join(ENDPOINTS)
 
@@ -127,12 +135,73 @@ class EmptyIdView(APIView):
     put = patch = delete = post = get
 
 
+logger = logging.getLogger("segflow.api")
+
+
 class HealthView(APIView):
+    """Liveness: the process answers. Touches neither the database nor the broker."""
+
     authentication_classes: list = []
     permission_classes = [AllowAny]
 
     def get(self, request):
         return Response({"status": "ok"})
+
+
+class ReadyView(APIView):
+    """Readiness: the database answers a `SELECT 1`, and in production mode the broker answers,
+    each within SEGFLOW_READY_TIMEOUT_SECONDS; else a 503 naming what is down."""
+
+    authentication_classes: list = []
+    permission_classes = [AllowAny]
+
+    def get(self, request):
+        timeout = settings.SEGFLOW_READY_TIMEOUT_SECONDS
+        problems = {"database": _database_problem(timeout)}
+        if not settings.SEGFLOW_TASKS_INLINE:
+            problems["broker"] = broker_problem(timeout)
+        checks = {name: "down" if problem else "ok" for name, problem in problems.items()}
+        down = [name for name, problem in problems.items() if problem]
+        if not down:
+            return Response({"status": "ready", "checks": checks})
+        for name in down:
+            logger.warning("not ready: the %s does not answer (%s)", name, problems[name])
+        seconds = settings.SEGFLOW_RETRY_AFTER_SECONDS
+        return Response(
+            {
+                "status": "not ready",
+                "error": "; ".join(f"{name}: does not answer" for name in down),
+                "checks": checks,
+            },
+            status=status.HTTP_503_SERVICE_UNAVAILABLE,
+            headers={"Retry-After": str(seconds)},
+        )
+
+
+def _database_problem(timeout: float) -> str | None:
+    """None if the database answers `SELECT 1` within `timeout` seconds, else what went wrong.
+
+    Asked over a connection of its own with short timeouts, so a database that hangs is noticed
+    even where the request's own connection would wait for it."""
+    wrapper = connections[DEFAULT_DB_ALIAS].copy()
+    options = wrapper.settings_dict.setdefault("OPTIONS", {})
+    if wrapper.vendor == "mysql":
+        seconds = max(1, math.ceil(timeout))
+        options.update(connect_timeout=seconds, read_timeout=seconds, write_timeout=seconds)
+    elif wrapper.vendor == "sqlite":
+        options["timeout"] = timeout
+    try:
+        with wrapper.cursor() as cursor:
+            cursor.execute("SELECT 1")
+            cursor.fetchone()
+    except Exception as exc:
+        return f"{type(exc).__name__}: {exc}"
+    finally:
+        try:
+            wrapper.close()
+        except Exception:
+            pass
+    return None
 
 
 @csrf_exempt

@@ -40,6 +40,8 @@ INSTALLED_APPS = [
 ]
 
 MIDDLEWARE = [
+    # First, so that under /api/ whatever fails below it is answered in JSON.
+    "segflow.api.middleware.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from any WSGI server, gunicorn included.
     "whitenoise.middleware.WhiteNoiseMiddleware",
@@ -88,7 +90,7 @@ WHITENOISE_USE_FINDERS = True
 # over plain http) but `manage.py check --deploy` is clean as shipped.
 SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
 SECURE_SSL_REDIRECT = env.bool("SECURE_SSL_REDIRECT", default=not DEBUG)
-SECURE_REDIRECT_EXEMPT = [r"^api/health$"]
+SECURE_REDIRECT_EXEMPT = [r"^api/health$", r"^api/ready$"]
 SESSION_COOKIE_SECURE = CSRF_COOKIE_SECURE = env.bool("SECURE_COOKIES", default=not DEBUG)
 SECURE_HSTS_SECONDS = env.int("SECURE_HSTS_SECONDS", default=0 if DEBUG else 31_536_000)
 SECURE_HSTS_INCLUDE_SUBDOMAINS = env.bool("SECURE_HSTS_INCLUDE_SUBDOMAINS", default=not DEBUG)
@@ -115,6 +117,10 @@ SEGFLOW_CONFIG = _configured_config or str(BASE_DIR / "examples" / "segflow_conf
 SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
+# When the database or the broker is down, the API answers 503 with this Retry-After.
+SEGFLOW_RETRY_AFTER_SECONDS = env.int("SEGFLOW_RETRY_AFTER_SECONDS", default=5)
+# How long /api/ready waits for the database (and, in production mode, the broker) to answer.
+SEGFLOW_READY_TIMEOUT_SECONDS = env.float("SEGFLOW_READY_TIMEOUT_SECONDS", default=2.0)
 # Most events one POST /api/events may carry.
 SEGFLOW_MAX_EVENTS_PER_REQUEST = env.int("SEGFLOW_MAX_EVENTS_PER_REQUEST", default=500)
 # An event's `timestamp` may be at most this far ahead of segflow's clock (clock skew); beyond it
@@ -133,6 +139,12 @@ SEGFLOW_TIME_SEGMENT_REFRESH_SECONDS = env.int("SEGFLOW_TIME_SEGMENT_REFRESH_SEC
 SEGFLOW_SWEEP_AFTER_SECONDS = env.int("SEGFLOW_SWEEP_AFTER_SECONDS", default=30)
 # A due cursor handed to a worker is handed out again after this long if its step has not run.
 SEGFLOW_CLAIM_LEASE_SECONDS = env.int("SEGFLOW_CLAIM_LEASE_SECONDS", default=300)
+# A campaign email for a user with no email address waits this long for one, from when its step
+# came due, trying again every RETRY seconds (and when the user changes), before it is skipped.
+SEGFLOW_WAIT_FOR_ADDRESS_SECONDS = env.int("SEGFLOW_WAIT_FOR_ADDRESS_SECONDS", default=3600)
+SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS = env.int(
+    "SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS", default=60
+)
 # How many due cursors one task advances together, and how many emails one task delivers.
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # A whole segment is re-evaluated this many users at a time (one task each for a time-based one).

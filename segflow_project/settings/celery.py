@@ -13,3 +13,15 @@ CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
+
+# Handing a task to the broker is best effort (segflow/dispatch.py): it gives up after this
+# long, logs it, and leaves the work to the schedule's sweep, so a broker that is down or hangs
+# never turns a write that committed into an error, nor holds a request for long. Connecting and
+# every command on the broker's sockets are bounded by it (kombu waits forever by default);
+# keep it above a second, the time a worker's BRPOP waits on an empty queue.
+SEGFLOW_BROKER_TIMEOUT_SECONDS = env.float("SEGFLOW_BROKER_TIMEOUT_SECONDS", default=2.0)
+CELERY_BROKER_CONNECTION_TIMEOUT = SEGFLOW_BROKER_TIMEOUT_SECONDS
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "socket_timeout": SEGFLOW_BROKER_TIMEOUT_SECONDS,
+    "socket_connect_timeout": SEGFLOW_BROKER_TIMEOUT_SECONDS,
+}
