@@ -96,8 +96,12 @@ class _Performer:
         """A user with no email address yet (an event created them before the app sent their
         profile) gets a while to get one: the step is tried again every
         SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS (and when the user changes, if it is the first
-        step) until SEGFLOW_WAIT_FOR_ADDRESS_SECONDS after it came due, then skipped."""
-        if self.user.email or origin.key in self.emails.existing:
+        step) until SEGFLOW_WAIT_FOR_ADDRESS_SECONDS after it came due, then skipped. An address
+        that is there but not one bare address is skipped at once, with the reason: waiting
+        would only delay saying what is wrong with it."""
+        given = (self.user.attributes or {}).get("email")
+        missing = given is None or (isinstance(given, str) and not given.strip())
+        if not missing or origin.key in self.emails.existing:
             return None
         deadline = self.due_since + timedelta(seconds=settings.SEGFLOW_WAIT_FOR_ADDRESS_SECONDS)
         if self.now >= deadline:
