@@ -67,7 +67,7 @@ def test_a_database_outage_while_checking_the_api_key_is_a_json_503(client, monk
 
 @pytest.mark.django_db
 def test_a_database_outage_in_a_write_is_a_json_503_and_nothing_is_stored(client, monkeypatch):
-    monkeypatch.setattr(user_service, "_insert_events", raising(OperationalError(2006)))
+    monkeypatch.setattr(user_service.Event, "save", raising(OperationalError(2006)))
     response = client.post("/api/users/jane/events", {"name": "purchase"}, format="json")
     assert_unavailable(response, "database")
     assert not User.objects.filter(pk="jane").exists()
