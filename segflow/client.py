@@ -7,8 +7,17 @@
     client.create_user("user123", {"email": "jane@example.com", "name": "Jane"})
     client.emit("user123", "purchase", {"orderId": "ord_123", "amount": 99.99})
 
-It imports nothing from Django, so any Python program can use it. It also pushes a config to a
-running server from a machine that has only this file (CI), with a key of the scope `push`:
+It imports nothing from Django, so any Python program can use it.
+
+Requests that fail for a passing reason (no connection, 429, 5xx) are tried again with
+exponential backoff and jitter, honouring Retry-After. Every event carries a `message_id` (one is
+made when the caller gives none), so the server stores a retried event once.
+
+With `background=True`, `emit` returns at once and a thread sends the events in batches, like
+Segment's analytics-python: `flush()` waits for them, and they are flushed at exit.
+
+It also pushes a config to a running server from a machine that has only this file (CI), with a
+key of the scope `push`:
 
     SEGFLOW_PUSH_KEY=sf_... python -m segflow_client push --server https://segflow.example.com \\
         --config marketing/segflow_config.py --dry-run
@@ -20,18 +29,27 @@ server's `manage.py segflow_push` bundles with the same code.
 from __future__ import annotations
 
 import argparse
+import atexit
 import hashlib
 import http.client
 import importlib.util
 import json
+import logging
 import os
+import queue
+import random
 import subprocess
 import sys
+import threading
+import time
 import urllib.error
 import urllib.parse
 import urllib.request
-from collections.abc import Iterable
+import uuid
+import weakref
+from collections.abc import Callable, Iterable
 from datetime import UTC, date, datetime
+from email.utils import parsedate_to_datetime
 from pathlib import Path
 from typing import Any
 
@@ -48,7 +66,12 @@ __all__ = [
     "main",
 ]
 
-__version__ = "0.1"
+__version__ = "0.2"
+
+logger = logging.getLogger("segflow.client")
+
+# Statuses worth another try: the server or something before it is busy or briefly down.
+RETRY_STATUSES = frozenset({429, 500, 502, 503, 504})
 USER_AGENT = f"segflow-python/{__version__}"
 DEFAULT_TIMEOUT = 10.0
 # A push evaluates the new and changed segments for every user before it answers.
@@ -57,15 +80,28 @@ PUSH_TIMEOUT = 600.0
 
 class SegflowError(Exception):
     """A request failed. `status` is the HTTP status (None when no answer came), `message` the
-    server's "error" text when it sent one, and `body` the answer (parsed JSON, else text)."""
+    server's "error" text when it sent one, `body` the answer (parsed JSON, else text), and
+    `retry_after` the seconds the server asked to wait, if it did."""
 
     def __init__(
-        self, text: str, *, status: int | None = None, message: str | None = None, body: Any = None
+        self,
+        text: str,
+        *,
+        status: int | None = None,
+        message: str | None = None,
+        body: Any = None,
+        retry_after: float | None = None,
     ) -> None:
         super().__init__(text)
         self.status = status
         self.message = message if message is not None else text
         self.body = body
+        self.retry_after = retry_after
+
+    @property
+    def passing(self) -> bool:
+        """Whether trying again later may succeed (no answer, 429 or a 5xx)."""
+        return self.status is None or self.status in RETRY_STATUSES
 
 
 class SegflowNotFound(SegflowError):
@@ -94,7 +130,21 @@ class Client:
     """Talks to one segflow server with one API key. Every request waits at most `timeout`
     seconds to connect and for each read of the answer."""
 
-    def __init__(self, url: str, api_key: str, timeout: float = DEFAULT_TIMEOUT) -> None:
+    def __init__(
+        self,
+        url: str,
+        api_key: str,
+        timeout: float = DEFAULT_TIMEOUT,
+        *,
+        retries: int = 3,
+        backoff: float = 0.5,
+        max_backoff: float = 30.0,
+        background: bool = False,
+        batch_size: int = 100,
+        flush_interval: float = 0.5,
+        max_queue_size: int = 10_000,
+        on_error: Callable[[SegflowError, list[dict[str, Any]]], None] | None = None,
+    ) -> None:
         if not isinstance(url, str) or urllib.parse.urlsplit(url).scheme not in ("http", "https"):
             raise ValueError(f"url: expected an http:// or https:// URL, got {url!r}")
         if not urllib.parse.urlsplit(url).netloc:
@@ -105,19 +155,33 @@ class Client:
             raise ValueError("api_key: must be printable ASCII, as the keys segflow makes are")
         if isinstance(timeout, bool) or not isinstance(timeout, int | float) or timeout <= 0:
             raise ValueError(f"timeout: must be a positive number of seconds, got {timeout!r}")
+        if isinstance(retries, bool) or not isinstance(retries, int) or retries < 0:
+            raise ValueError(f"retries: must be a whole number of 0 or more, got {retries!r}")
+        if not 1 <= batch_size <= 500:
+            raise ValueError(f"batch_size: must be from 1 to 500, got {batch_size!r}")
         self.url = url.rstrip("/")
         self.api_key = api_key.strip()
         self.timeout = float(timeout)
+        self.retries, self.backoff, self.max_backoff = retries, float(backoff), float(max_backoff)
         self._opener = urllib.request.build_opener(_NoRedirects)
+        self.background = background
+        self._queue: _EventQueue | None = (
+            _EventQueue(self, batch_size, flush_interval, max_queue_size, on_error)
+            if background
+            else None
+        )
 
     def __repr__(self) -> str:
         # Never show the key itself.
         return f"Client(url={self.url!r}, api_key='{self.api_key[:6]}…', timeout={self.timeout})"
 
     @classmethod
-    def initialize(cls, url: str, api_key: str, timeout: float = DEFAULT_TIMEOUT) -> Client:
-        """Build a client and check that the server answers and accepts the key."""
-        client = cls(url=url, api_key=api_key, timeout=timeout)
+    def initialize(
+        cls, url: str, api_key: str, timeout: float = DEFAULT_TIMEOUT, **options: Any
+    ) -> Client:
+        """Build a client (`options` as for `Client`) and check that the server answers and
+        accepts the key."""
+        client = cls(url=url, api_key=api_key, timeout=timeout, **options)
         client._check_health()
         try:
             client._request("GET", "/api/")  # the API's index: 200 for a good key, else 401
@@ -151,18 +215,50 @@ class Client:
     # Events
 
     def emit(
-        self, user_id: str, name: str, attributes: dict[str, Any] | None = None
-    ) -> dict[str, Any]:
-        """Record the event `name` for the user (created if unknown). Returns the event."""
-        body: dict[str, Any] = {"name": name}
+        self,
+        user_id: str,
+        name: str,
+        attributes: dict[str, Any] | None = None,
+        *,
+        message_id: str | None = None,
+        timestamp: datetime | str | None = None,
+    ) -> dict[str, Any] | str:
+        """Record the event `name` for the user (created if unknown). Returns the stored event,
+        or, with `background=True`, its message id at once (the event is sent soon after).
+
+        `message_id` makes the event idempotent (one is made when not given); `timestamp` is
+        when it happened, if not now."""
+        event: dict[str, Any] = {"name": name, "message_id": message_id or _new_message_id()}
         if attributes is not None:
-            body["attributes"] = attributes
-        return self._request("POST", _user_path(user_id) + "/events", body)
+            event["attributes"] = attributes
+        if timestamp is not None:
+            event["timestamp"] = timestamp
+        if self._queue is not None:
+            _user_path(user_id)  # refuse a bad id now, not in the background
+            json.dumps(event, allow_nan=False, default=_json_default)
+            self._queue.put({"user_id": user_id, **event})
+            return event["message_id"]
+        return self._request("POST", _user_path(user_id) + "/events", event)
 
     def emit_many(self, events: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
         """Record many events in one request, all of them or none: each a dict with `user_id`,
-        `name` and optionally `attributes` (at most 500 a call by default). Returns the events."""
-        return self._request("POST", "/api/events", {"events": list(events)})["events"]
+        `name` and optionally `attributes`, `message_id` and `timestamp` (at most 500 a call by
+        default). Returns the events."""
+        events = [
+            event if event.get("message_id") else {**event, "message_id": _new_message_id()}
+            for event in events
+        ]
+        return self._request("POST", "/api/events", {"events": events})["events"]
+
+    def flush(self, timeout: float | None = None) -> bool:
+        """Wait until the background queue has sent everything (or `timeout` passed). Returns
+        whether it is empty. Does nothing without `background=True`."""
+        return self._queue.flush(timeout) if self._queue is not None else True
+
+    def close(self, timeout: float | None = 10.0) -> None:
+        """Flush the background queue and stop its thread."""
+        if self._queue is not None:
+            self._queue.close(timeout)
 
     def list_events(self, user_id: str, page: int = 1, page_size: int = 50) -> dict[str, Any]:
         """One page of the user's events, newest first: {"count", "next", "previous",
@@ -191,7 +287,7 @@ class Client:
         config the server refuses raises SegflowError with the server's message."""
         bundle = collect_bundle(config) if isinstance(config, str) else config
         body = {"bundle": bundle, "dry_run": bool(dry_run)}
-        return self._request("POST", "/api/push", body, timeout=timeout)
+        return self._request("POST", "/api/push", body, timeout=timeout, retry=False)
 
     def rollback(
         self, to: int | None = None, *, dry_run: bool = False, timeout: float = PUSH_TIMEOUT
@@ -201,7 +297,7 @@ class Client:
         if to is not None and (isinstance(to, bool) or not isinstance(to, int) or to < 1):
             raise ValueError(f"to: must be a version number (1 or more), got {to!r}")
         body = {"to": to, "dry_run": bool(dry_run)}
-        return self._request("POST", "/api/push/rollback", body, timeout=timeout)
+        return self._request("POST", "/api/push/rollback", body, timeout=timeout, retry=False)
 
     # HTTP
 
@@ -235,6 +331,36 @@ class Client:
         *,
         auth: bool = True,
         timeout: float | None = None,
+        retry: bool = True,
+    ) -> Any:
+        """Send a request, trying again after a passing failure (unless `retry` is False). Every
+        request segflow takes is safe to repeat: reads, PUT and PATCH of the same attributes,
+        DELETE, and events, which carry a message id."""
+        attempt = 0
+        while True:
+            try:
+                return self._request_once(method, path, body, auth=auth, timeout=timeout)
+            except SegflowError as exc:
+                if not retry or not exc.passing or attempt >= self.retries:
+                    raise
+                delay = self._delay(attempt, exc.retry_after)
+                logger.info("%s; trying again in %.1fs", exc, delay)
+                time.sleep(delay)
+                attempt += 1
+
+    def _delay(self, attempt: int, retry_after: float | None) -> float:
+        """Exponential backoff with jitter, and at least what the server asked for."""
+        ceiling = min(self.max_backoff, self.backoff * 2**attempt)
+        return max(random.uniform(ceiling / 2, ceiling), retry_after or 0.0)
+
+    def _request_once(
+        self,
+        method: str,
+        path: str,
+        body: Any = None,
+        *,
+        auth: bool,
+        timeout: float | None = None,
     ) -> Any:
         what = f"{method} {path.split('?')[0]}"
         timeout = self.timeout if timeout is None else timeout
@@ -267,7 +393,9 @@ class Client:
                     status=status,
                     body=_decode(raw),
                 ) from None
-            raise _error(what, status, _decode(raw)) from None
+            raise _error(
+                what, status, _decode(raw), _retry_after(exc.headers.get("Retry-After"))
+            ) from None
         except TimeoutError:
             raise SegflowConnectionError(
                 f"{what} failed: no answer from {self.url} within {timeout:g} seconds"
@@ -329,7 +457,7 @@ def _decode(raw: bytes) -> Any:
         return text
 
 
-def _error(what: str, status: int, body: Any) -> SegflowError:
+def _error(what: str, status: int, body: Any, retry_after: float | None = None) -> SegflowError:
     message = None
     if isinstance(body, dict) and isinstance(body.get("error"), str):
         message = body["error"]
@@ -343,7 +471,131 @@ def _error(what: str, status: int, body: Any) -> SegflowError:
         cls = SegflowAuthError
     else:
         cls = SegflowError
-    return cls(text, status=status, message=message or shown, body=body)
+    return cls(text, status=status, message=message or shown, body=body, retry_after=retry_after)
+
+
+def _retry_after(value: str | None) -> float | None:
+    """Retry-After in seconds: a number of seconds, or an HTTP date."""
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        pass
+    try:
+        return max(0.0, (parsedate_to_datetime(value) - datetime.now(UTC)).total_seconds())
+    except (TypeError, ValueError):
+        return None
+
+
+def _new_message_id() -> str:
+    return uuid.uuid4().hex
+
+
+class _EventQueue:
+    """Events waiting to be sent by a background thread, in batches.
+
+    Safe to use from many threads. After a fork (gunicorn, Celery's prefork pool) the child
+    starts with an empty queue and a thread of its own: events queued in the parent are the
+    parent's to send. Whatever is queued is flushed when the interpreter exits.
+    """
+
+    def __init__(
+        self,
+        client: Client,
+        batch_size: int,
+        flush_interval: float,
+        max_size: int,
+        on_error: Callable[[SegflowError, list[dict[str, Any]]], None] | None,
+    ) -> None:
+        self.client = client
+        self.batch_size, self.flush_interval, self.max_size = batch_size, flush_interval, max_size
+        self.on_error = on_error
+        self._lock = threading.Lock()
+        self._reset()
+        queues = weakref.WeakSet([self])
+        if hasattr(os, "register_at_fork"):
+            os.register_at_fork(after_in_child=lambda: [q._reset() for q in list(queues)])
+        atexit.register(_flush_at_exit, weakref.ref(self))
+
+    def _reset(self) -> None:
+        self._items: queue.Queue[dict[str, Any]] = queue.Queue(self.max_size)
+        self._thread: threading.Thread | None = None
+        self._stopping = False
+
+    def put(self, event: dict[str, Any]) -> None:
+        self._ensure_thread()
+        try:
+            self._items.put_nowait(event)
+        except queue.Full:
+            error = SegflowError(f"the background queue is full ({self.max_size} events)")
+            self._report(error, [event])
+
+    def flush(self, timeout: float | None = None) -> bool:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._items.unfinished_tasks:
+            if deadline is not None and time.monotonic() >= deadline:
+                return False
+            time.sleep(0.01)
+        return True
+
+    def close(self, timeout: float | None) -> None:
+        self.flush(timeout)
+        self._stopping = True
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def _ensure_thread(self) -> None:
+        with self._lock:
+            if self._thread is None or not self._thread.is_alive():
+                self._stopping = False
+                self._thread = threading.Thread(
+                    target=self._run, name="segflow-client-queue", daemon=True
+                )
+                self._thread.start()
+
+    def _run(self) -> None:
+        while not (self._stopping and self._items.empty()):
+            batch = self._next_batch()
+            if not batch:
+                continue
+            try:
+                self.client.emit_many(batch)
+            except SegflowError as exc:
+                self._report(exc, batch)
+            except Exception as exc:  # a bug must not kill the thread and strand the queue
+                self._report(SegflowError(f"sending a batch raised {exc!r}"), batch)
+            finally:
+                for _ in batch:
+                    self._items.task_done()
+
+    def _next_batch(self) -> list[dict[str, Any]]:
+        batch: list[dict[str, Any]] = []
+        deadline = time.monotonic() + self.flush_interval
+        while len(batch) < self.batch_size:
+            left = deadline - time.monotonic()
+            if left <= 0:
+                break
+            try:
+                batch.append(self._items.get(timeout=left))
+            except queue.Empty:
+                break
+        return batch
+
+    def _report(self, error: SegflowError, events: list[dict[str, Any]]) -> None:
+        if self.on_error is None:
+            logger.error("segflow: %s events were not sent: %s", len(events), error)
+            return
+        try:
+            self.on_error(error, events)
+        except Exception:
+            logger.exception("segflow: the on_error callback raised")
+
+
+def _flush_at_exit(reference: weakref.ref) -> None:
+    events = reference()
+    if events is not None:
+        events.flush(timeout=10.0)
 
 
 # ---------------------------------------------------------------------------------------------

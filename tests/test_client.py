@@ -36,10 +36,12 @@ def client(live_server, key) -> Client:
 
 class SocketServer:
     """A TCP server on 127.0.0.1 that keeps every request it reads and answers with `reply`,
-    or never answers when `reply` is None."""
+    or never answers when `reply` is None; a list of replies is answered in turn, the last one
+    again and again."""
 
-    def __init__(self, reply: bytes | None = None) -> None:
-        self.reply = reply
+    def __init__(self, reply: bytes | list[bytes] | None = None) -> None:
+        self.replies = list(reply) if isinstance(reply, list) else None
+        self.reply = self.replies.pop(0) if self.replies else reply
         self.requests: list[bytes] = []
         self._connections: list[socket.socket] = []
         self._stopping = False
@@ -62,6 +64,8 @@ class SocketServer:
                 self.requests.append(_read_request(connection))
                 connection.sendall(self.reply)
                 connection.close()
+                if self.replies:
+                    self.reply = self.replies.pop(0)
 
     def close(self) -> None:
         self._stopping = True
@@ -93,7 +97,7 @@ def _read_request(connection: socket.socket) -> bytes:
 def socket_server():
     servers: list[SocketServer] = []
 
-    def start(reply: bytes | None = None) -> SocketServer:
+    def start(reply: bytes | list[bytes] | None = None) -> SocketServer:
         servers.append(SocketServer(reply))
         return servers[-1]
 
@@ -299,7 +303,7 @@ def test_a_revoked_key_raises_an_auth_error(live_server):
 
 def test_a_server_that_never_answers_raises_a_connection_error_within_the_timeout(socket_server):
     server = socket_server(reply=None)
-    client = Client(url=server.url, api_key="sf_whatever", timeout=0.5)
+    client = Client(url=server.url, api_key="sf_whatever", timeout=0.5, retries=0)
     started = time.monotonic()
     with pytest.raises(SegflowConnectionError) as caught:
         client.get_user("user123")
@@ -325,11 +329,11 @@ def test_requests_carry_the_key_json_and_user_agent(socket_server):
     assert lines[0] == "POST /api/users/jane%20doe/events HTTP/1.1"
     assert headers["authorization"] == "Bearer sf_secret"
     assert headers["content-type"] == "application/json"
-    assert headers["user-agent"] == "segflow-python/0.1"
-    assert json.loads(body.decode("utf-8")) == {
-        "name": "purchase",
-        "attributes": {"amount": 5, "city": "Zürich"},
-    }
+    assert headers["user-agent"] == "segflow-python/0.2"
+    sent = json.loads(body.decode("utf-8"))
+    # Every event carries a message id, so a retry of it is stored once.
+    assert len(sent.pop("message_id")) == 32
+    assert sent == {"name": "purchase", "attributes": {"amount": 5, "city": "Zürich"}}
     assert "sf_secret" not in repr(client)
 
 
