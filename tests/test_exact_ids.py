@@ -120,11 +120,18 @@ def test_the_migration_moves_a_padded_database_to_exact_ids_and_keeps_every_row(
         fks = foreign_keys_to_users()
         assert len(fks) >= 5
 
-        user = User.objects.create(id="t0_1", attributes={"email": "t@example.com"})
-        Event.objects.create(user=user, name="login")
-        OutboxEmail.objects.create(key="k", user=user, to_address="t@example.com")
-        Unsubscription.objects.create(user=user, method="link")
-        assert User.objects.filter(pk="t0_1 ").exists()  # the padding this migration removes
+        # The models as they were then: later migrations add columns the old tables lack.
+        old = executor.loader.project_state(before_fix).apps
+        user = old.get_model("segflow", "User").objects.create(
+            id="t0_1", attributes={"email": "t@example.com"}
+        )
+        old.get_model("segflow", "Event").objects.create(user=user, name="login")
+        old.get_model("delivery", "OutboxEmail").objects.create(
+            key="k", user=user, to_address="t@example.com"
+        )
+        old.get_model("delivery", "Unsubscription").objects.create(user=user, method="link")
+        # the padding this migration removes
+        assert old.get_model("segflow", "User").objects.filter(pk="t0_1 ").exists()
 
         executor = MigrationExecutor(connection)
         executor.migrate(executor.loader.graph.leaf_nodes())
@@ -144,6 +151,6 @@ def test_the_migration_moves_a_padded_database_to_exact_ids_and_keeps_every_row(
     with pytest.raises(Exception, match="foreign key constraint"):
         with connection.cursor() as cursor:
             cursor.execute(
-                "INSERT INTO events (user_id, name, attributes, created_at) "
-                "VALUES ('nobody', 'x', '{}', NOW())"
+                "INSERT INTO events (user_id, name, attributes, created_at, timestamp, context) "
+                "VALUES ('nobody', 'x', '{}', NOW(), NOW(), '{}')"
             )
