@@ -71,6 +71,8 @@ class Cursor(models.Model):
             models.Index(fields=["due_at"]),
             models.Index(fields=["user", "campaign"]),
             models.Index(fields=["campaign", "status"]),
+            # The campaign page: the next due of the active cursors at each step.
+            models.Index(fields=["campaign", "status", "step_count", "due_at"]),
         ]
 
     def __str__(self) -> str:
