@@ -27,6 +27,7 @@ from django.utils.dateparse import parse_datetime
 from .models import Heartbeat, Tally, TallyDelta
 
 MAX_LABEL = 255  # the columns' size
+TICK = "tick"  # the heartbeat of the schedule
 REASON_PREFIX = 200  # reasons are grouped by their first characters
 # Counts by the hour are kept this long; the admin shows at most the last 30 days.
 HOURLY_RETENTION = timedelta(days=40)

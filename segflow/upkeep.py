@@ -22,7 +22,7 @@ from . import tallies
 
 logger = logging.getLogger(__name__)
 
-TICK = "tick"
+TICK = tallies.TICK
 SNAPSHOTS = "segment snapshots"
 COUNTED = "tallies counted"
 APPS = (campaign_tallies, email_tallies, segment_tallies)

@@ -9,8 +9,8 @@ class Segment(models.Model):
     """A segment as last pushed. Its query lives in the config; this row holds what it was."""
 
     class Kind(models.TextChoices):
-        SQL = "sql"
-        EVALUATOR = "evaluator"
+        SQL = "sql", "SQL"
+        EVALUATOR = "evaluator", "evaluator (a QuerySet)"
 
     name = ExactCharField(max_length=255, unique=True)
     kind = models.CharField(max_length=16, choices=Kind.choices)
@@ -66,6 +66,8 @@ class MembershipHistory(models.Model):
 
     class Meta:
         db_table = "segment_membership_changes"
+        verbose_name = "segment entry or exit"
+        verbose_name_plural = "segment entries and exits"
         indexes = [
             models.Index(fields=["user", "at"]),
             models.Index(fields=["segment_id", "at"]),

@@ -138,8 +138,9 @@ def test_counts_follow_a_push_that_changes_and_removes_campaigns(
     clock.advance_and_tick(hours=3)
     welcome = 'yield rt.send_email("welcome")\n'
     changed = CONFIG.replace(welcome, welcome + '    yield rt.send_email("tips")\n', 1)
-    changed = changed.replace('"pro-nudge": {"segments": ["pro"], "behavior": "dynamic", '
-                              '"flow": nudge},', "")  # fmt: skip
+    changed = changed.replace(
+        '"pro-nudge": {"segments": ["pro"], "behavior": "dynamic", "flow": nudge},', ""
+    )
     pushed(write_config(changed, EMAILS))
     assert Cursor.objects.filter(campaign__name="drip", status="diverged").count() == 3
     assert Cursor.objects.filter(campaign__name="pro-nudge", status="ended").count() == 3

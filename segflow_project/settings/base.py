@@ -22,7 +22,7 @@ if not DEBUG and not ALLOWED_HOSTS:
 CSRF_TRUSTED_ORIGINS = env.list("CSRF_TRUSTED_ORIGINS", default=[])
 
 INSTALLED_APPS = [
-    "django.contrib.admin",
+    "segflow.admin_apps.SegflowAdminConfig",  # Django's admin, with segflow's site
     "django.contrib.auth",
     "django.contrib.contenttypes",
     "django.contrib.sessions",
