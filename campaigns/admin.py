@@ -269,8 +269,8 @@ class CursorAdmin(ReadOnlyAdmin):
         "ended_at",
     )
     list_filter = ("status", "campaign")
-    search_fields = ("user__id",)
-    list_select_related = ("campaign",)
+    search_fields = ("=user__id",)
+    list_select_related = ("campaign", "user")
     show_full_result_count = False
     paginator = CappedPaginator
     # The page's panels show the rest (campaigns/templates/admin/campaigns/cursor/).

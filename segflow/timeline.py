@@ -25,13 +25,15 @@ PER_PAGE = 50
 
 # At the same moment, what caused what: an event, then segments, campaigns, steps, emails, and
 # what the provider said about them (newest first, the other way round).
-RANK = {"event": 0, "segment": 1, "campaign": 2, "step": 3, "email": 4, "delivery": 5, "end": 6}
+# A campaign's steps and emails at the same moment go by step number.
+RANK = {"event": 0, "segment": 1, "campaign": 2, "step": 3, "email": 3, "delivery": 5, "end": 6}
 
 
 @dataclass(order=True)
 class Entry:
     at: datetime
     rank: int
+    step: int  # a campaign step's number, else 0
     order: int  # ties: the later written first
     kind: str = field(compare=False)  # event, segment, campaign, step, email, delivery, end
     badge: str = field(compare=False)  # a status for the label's colour
@@ -93,8 +95,8 @@ def _events(user: User, limit: int) -> list[Entry]:
     return entries
 
 
-def _entry(at, order, kind, badge, title, detail="", link=None) -> Entry:
-    return Entry(at, RANK.get(kind, 9), order, kind, badge, title, detail, link)
+def _entry(at, order, kind, badge, title, detail="", link=None, step=0) -> Entry:
+    return Entry(at, RANK.get(kind, 9), step, order, kind, badge, title, detail, link)
 
 
 def _memberships(user: User, limit: int) -> list[Entry]:
@@ -164,6 +166,7 @@ def _steps(cursors: dict[int, Cursor], limit: int) -> list[Entry]:
                 f"{campaign}, step {index + 1}: {what}",
                 "",
                 ("admin:campaigns_cursor_change", cursor_id),
+                step=index + 1,
             )
         )
     return entries
@@ -207,6 +210,7 @@ def _emails(user: User, limit: int) -> list[Entry]:
                 f'email "{subject}"',
                 detail,
                 ("admin:delivery_outboxemail_change", row.pk),
+                step=(row.step_index or 0) + 1 if row.campaign_name else 0,
             )
         )
     return entries
