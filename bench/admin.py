@@ -318,13 +318,29 @@ def fill(scale: float) -> dict:
     return {"onboarding": onboarding, "everyone": everyone, "users": users}
 
 
+def existing() -> dict:
+    from campaigns.models import Campaign
+    from segflow.config import load_config
+    from segflow.live_config import live_config
+    from segflow.models import Push, User
+    from segments.models import Segment
+
+    live_config.set(load_config(Push.objects.latest("id").location))
+    return {
+        "onboarding": Campaign.objects.get(name="onboarding").pk,
+        "everyone": Segment.objects.get(name="everyone").pk,
+        "users": User.objects.count(),
+    }
+
+
 def measure(ids: dict, repeat: int) -> list[tuple[str, str, float, float, int, float]]:
     from django.contrib.auth.models import User as StaffAccount
     from django.db import connection
     from django.test import Client
     from django.test.utils import CaptureQueriesContext
 
-    staff = StaffAccount.objects.create_superuser("bench", "bench@example.com", "x")
+    staff = StaffAccount.objects.filter(username="bench").first()
+    staff = staff or StaffAccount.objects.create_superuser("bench", "bench@example.com", "x")
     client = Client()
     client.force_login(staff)
     pages = [
@@ -338,6 +354,8 @@ def measure(ids: dict, repeat: int) -> list[tuple[str, str, float, float, int, f
         ("cursor list", "/admin/campaigns/cursor/"),
         ("outbox list", "/admin/delivery/outboxemail/"),
         ("event list", "/admin/segflow/event/"),
+        ("segment members list", "/admin/segments/segmentmembership/"),
+        ("failed cursors", "/admin/campaigns/cursor/?status__exact=failed"),
     ]
     results = []
     for name, url in pages:
@@ -362,13 +380,20 @@ def main() -> int:
     parser.add_argument("--database", default="hadminbench")
     parser.add_argument("--repeat", type=int, default=5)
     parser.add_argument("--keep", action="store_true", help="keep the database afterwards")
+    parser.add_argument(
+        "--reuse", action="store_true", help="measure a database kept by an earlier --keep"
+    )
     args = parser.parse_args()
-    create_database(args.database)
+    if not args.reuse:
+        create_database(args.database)
     setup(args.database)
     try:
-        started = time.monotonic()
-        ids = fill(args.scale)
-        say(f"filled in {time.monotonic() - started:.0f} s")
+        if args.reuse:
+            ids = existing()
+        else:
+            started = time.monotonic()
+            ids = fill(args.scale)
+            say(f"filled in {time.monotonic() - started:.0f} s")
         results = measure(ids, args.repeat)
     finally:
         if not args.keep:

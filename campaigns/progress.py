@@ -28,8 +28,7 @@ from .steps import describe_record
 STATUSES = [value for value, _ in Cursor.Status.choices]
 # What an email's figures are, in the order the campaign page shows them.
 EMAIL_FIGURES = (
-    "queued",
-    "sending",
+    "queued",  # with those being handed to the provider at this moment (`sending`)
     "sent",
     "failed",
     "skipped",

@@ -132,20 +132,16 @@ def _close(backend) -> None:
 
 def _claim(row: OutboxEmail) -> bool:
     """Move the row from `queued` to `sending`; only one caller can win it."""
-    now = timezone.now()
-    with transaction.atomic():
-        claimed = _update_row(
-            row.pk,
-            "status = %s, attempts = attempts + 1, updated_at = %s",
-            [OutboxEmail.Status.SENDING, connection.ops.adapt_datetimefield_value(now)],
-            from_statuses=(OutboxEmail.Status.QUEUED,),
-            condition=" AND (next_attempt_at IS NULL OR next_attempt_at <= %s)",
-            condition_params=[connection.ops.adapt_datetimefield_value(now)],
-        )
-        if claimed:
-            tallies.note_changed(
-                row, {"status": OutboxEmail.Status.QUEUED}, status=OutboxEmail.Status.SENDING
-            )
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # (No count changes: an email being sent still counts as queued, see delivery/tallies.py.)
+    claimed = _update_row(
+        row.pk,
+        "status = %s, attempts = attempts + 1, updated_at = %s",
+        [OutboxEmail.Status.SENDING, now],
+        from_statuses=(OutboxEmail.Status.QUEUED,),
+        condition=" AND (next_attempt_at IS NULL OR next_attempt_at <= %s)",
+        condition_params=[now],
+    )
     row.attempts += 1
     return bool(claimed)
 

@@ -1,6 +1,7 @@
 """What an outbox row counts for on the campaign and home pages (see segflow/tallies.py).
 
-An email counts under its campaign (or none, for a transaction) and template: once by status,
+An email counts under its campaign (or none, for a transaction) and template: once by status
+(`sending` counts as `queued`: it is waiting to go out until the provider has it),
 once more for each thing the provider reported (delivered, bounced, complained, opened,
 clicked), under its reason when skipped or failed, and under the hour it was sent (and, failed,
 the hour it failed). An unsubscribe that came from an email counts under that email's campaign
@@ -53,7 +54,10 @@ def counted_as(state: dict[str, Any]) -> list[Key]:
     if is_test(state["key"]):
         return []
     owner, template, status = state["campaign_name"], state["template_name"], state["status"]
-    keys = [key("emails", owner, template, status)]
+    # An email being handed to the provider right now still counts as queued: its claim
+    # (queued -> sending, once per email) then changes no count and costs no write.
+    counted = OutboxEmail.Status.QUEUED if status == OutboxEmail.Status.SENDING else status
+    keys = [key("emails", owner, template, counted)]
     if status in REASONED:
         keys.append(
             key("email_reasons", owner, template, f"{status}: {reason_label(state['reason'])}")
@@ -161,7 +165,8 @@ def recount() -> Counter[Key]:
             [],
         )
         for owner, template, status, n, *numbers in cursor.fetchall():
-            counts[key("emails", owner, template, status)] += n
+            counted = OutboxEmail.Status.QUEUED if status == OutboxEmail.Status.SENDING else status
+            counts[key("emails", owner, template, counted)] += n
             for name, number in zip(REPORTED, numbers, strict=True):
                 counts[key("emails", owner, template, name)] += int(number or 0)
         cursor.execute(

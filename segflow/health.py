@@ -6,14 +6,15 @@ and count at most BACKLOG_CAP of them. Nothing here reads more rows as the table
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from urllib.parse import urlencode
 
 from django.conf import settings
 from django.utils import timezone
 
-from campaigns.models import Cursor
+from campaigns.models import Campaign, Cursor
+from campaigns.progress import summaries
 from delivery.models import OutboxEmail
 
 from . import tallies
@@ -56,6 +57,7 @@ class Health:
     backlog: list[Backlog]
     last_tick: datetime | None
     tick_late_after: timedelta
+    campaigns: list = field(default_factory=list)  # (Campaign, progress.Summary), running ones
 
     @property
     def tick_is_late(self) -> bool:
@@ -144,7 +146,14 @@ def health(now: datetime | None = None) -> Health:
         ],
         last_tick=tallies.last_beat(TICK),
         tick_late_after=late,
+        campaigns=_campaigns(now),
     )
+
+
+def _campaigns(now: datetime) -> list:
+    running = list(Campaign.objects.filter(active=True).order_by("name"))
+    figures = summaries(running, now)
+    return [(campaign, figures[campaign.pk]) for campaign in running]
 
 
 def _backlog(

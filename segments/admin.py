@@ -4,6 +4,7 @@ from collections.abc import Callable
 from urllib.parse import urlencode
 
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils.html import format_html
 
@@ -110,19 +111,42 @@ class SegmentAdmin(CodeDefinedAdmin):
 
 @admin.register(SegmentMembership)
 class SegmentMembershipAdmin(ReadOnlyAdmin):
-    list_display = ("segment", "user", "created_at")
+    list_display = ("segment_name", "user_link", "created_at")
     list_filter = ("segment",)
     search_fields = ("=user__id",)
-    list_select_related = ("segment",)
+    # No join: with one, MariaDB reads every membership to find the newest hundred.
+    list_select_related = False
     show_full_result_count = False
     paginator = CappedPaginator
+
+    @admin.display(description="segment", ordering="segment_id")
+    def segment_name(self, obj):
+        return getattr(obj, "segment_label", obj.segment_id)
+
+    @admin.display(description="user", ordering="user_id")
+    def user_link(self, obj):
+        url = reverse("admin:segflow_user_change", args=[quote(obj.user_id)])
+        return format_html('<a href="{}">{}</a>', url, obj.user_id)
+
+    def get_changelist_instance(self, request):
+        changelist = super().get_changelist_instance(request)
+        names = dict(Segment.objects.values_list("pk", "name"))
+        for membership in changelist.result_list:
+            membership.segment_label = names.get(membership.segment_id, membership.segment_id)
+        return changelist
 
 
 @admin.register(MembershipHistory)
 class MembershipHistoryAdmin(ReadOnlyAdmin):
     """Who entered and left which segment, when."""
 
-    list_display = ("at", "user", "change", "segment_name")
+    list_display = ("at", "user_link", "change", "segment_name")
+    list_select_related = False
+
+    @admin.display(description="user", ordering="user_id")
+    def user_link(self, obj):
+        url = reverse("admin:segflow_user_change", args=[quote(obj.user_id)])
+        return format_html('<a href="{}">{}</a>', url, obj.user_id)
     search_fields = ("=user__id",)
     show_full_result_count = False
     paginator = CappedPaginator
