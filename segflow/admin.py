@@ -148,6 +148,7 @@ class EventAdmin(ReadOnlyAdmin):
         return format_html(
             '<a href="{}">{}</a>', _url("admin:segflow_user_change", obj.user_id), obj.user_id
         )
+
     show_full_result_count = False
     paginator = CappedPaginator
 

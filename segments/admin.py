@@ -147,6 +147,7 @@ class MembershipHistoryAdmin(ReadOnlyAdmin):
     def user_link(self, obj):
         url = reverse("admin:segflow_user_change", args=[quote(obj.user_id)])
         return format_html('<a href="{}">{}</a>', url, obj.user_id)
+
     search_fields = ("=user__id",)
     show_full_result_count = False
     paginator = CappedPaginator
