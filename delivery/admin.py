@@ -1,5 +1,7 @@
 from django.contrib import admin
+from django.utils.formats import date_format
 from django.utils.html import format_html
+from django.utils.timezone import localtime
 
 from segflow import tallies
 from segflow.admin_base import ADMIN_CSS, ReadOnlyAdmin, status_badge
@@ -127,8 +129,7 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
         "subject_line",
         "status_label",
         "origin",
-        "created_at",
-        "sent_at",
+        "when",
     )
     list_filter = ("status", CampaignFilter, TemplateFilter, TestSendFilter, ProviderFilter)
     search_fields = ("to_address", "user__id", "subject", "key", "message_id")
@@ -164,6 +165,13 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
     # Everything shown is read-only: the fields are the fieldsets' own.
     readonly_fields = tuple(name for _, section in fieldsets for name in section["fields"])
     actions = ["send_again"]
+
+    @admin.display(description="when", ordering="created_at")
+    def when(self, obj):
+        # One column for both moments, so that the list fits a laptop's screen.
+        if obj.sent_at:
+            return format_html("sent {}", date_format(localtime(obj.sent_at), "DATETIME_FORMAT"))
+        return format_html("written {}", date_format(localtime(obj.created_at), "DATETIME_FORMAT"))
 
     @admin.display(description="subject", ordering="subject")
     def subject_line(self, obj):

@@ -281,3 +281,28 @@ def test_the_home_page_warns_when_the_schedule_is_late(page, scenario):
     sign_in(page)
     assert page.locator("#sf-tick-late").is_visible()
     shot(page, "11-home-schedule-late")
+
+
+@pytest.mark.parametrize(
+    "name, url",
+    [
+        ("12-users", "/admin/segflow/user/"),
+        ("13-events", "/admin/segflow/event/"),
+        ("14-segments", "/admin/segments/segment/"),
+        ("15-cursors", "/admin/campaigns/cursor/"),
+        ("16-outbox-all", "/admin/delivery/outboxemail/"),
+        ("17-memberships", "/admin/segments/segmentmembership/"),
+        ("18-staff-accounts", "/admin/auth/user/"),
+        ("19-pushes", "/admin/segflow/push/"),
+        ("20-beat-tasks", "/admin/django_celery_beat/periodictask/"),
+    ],
+)
+def test_every_list_fits_a_1366_pixel_screen(page, scenario, name, url):
+    sign_in(page)
+    page.goto(url)
+    assert page.locator("#result_list, #changelist").first.is_visible()
+    shot(page, name)
+    # Nothing wider than the window, and no table wider than its box: no sideways scrolling.
+    assert page.evaluate("document.documentElement.scrollWidth") <= 1366, name
+    overflow = "[...document.querySelectorAll('.results')].some(e => e.scrollWidth > e.clientWidth)"
+    assert not page.evaluate(overflow), name
