@@ -8,8 +8,10 @@ from django.contrib import admin
 from django.contrib.admin.utils import quote
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.formats import date_format
 from django.utils.html import format_html, format_html_join
 from django.utils.safestring import mark_safe
+from django.utils.timezone import localtime
 
 from delivery.models import OutboxEmail
 from segflow.admin_base import Bar, CodeDefinedAdmin, ReadOnlyAdmin, bar_chart, status_badge
@@ -266,10 +268,9 @@ class CursorAdmin(ReadOnlyAdmin):
         "user_link",
         "campaign_name",
         "status_label",
-        "step_count",
-        "due_at",
+        "steps",
+        "next_or_end",
         "created_at",
-        "ended_at",
     )
     list_filter = ("status", "campaign")
     search_fields = ("=user__id",)
@@ -290,6 +291,19 @@ class CursorAdmin(ReadOnlyAdmin):
     def user_link(self, obj):
         url = reverse("admin:segflow_user_change", args=[quote(obj.user_id)])
         return format_html('<a href="{}">{}</a>', url, obj.user_id)
+
+    @admin.display(description="steps", ordering="step_count")
+    def steps(self, obj):
+        return obj.step_count
+
+    @admin.display(description="next step due, or ended", ordering="due_at")
+    def next_or_end(self, obj):
+        # One column for both moments, so that the list fits a laptop's screen.
+        moment = obj.due_at if obj.status == Cursor.Status.ACTIVE else obj.ended_at
+        if moment is None:
+            return "-"
+        text = date_format(localtime(moment), "DATETIME_FORMAT")
+        return f"due {text}" if obj.status == Cursor.Status.ACTIVE else f"ended {text}"
 
     @admin.display(description="campaign", ordering="campaign_id")
     def campaign_name(self, obj):
