@@ -2,7 +2,7 @@
 
 At the end of every tick (`pipeline.tick`), `after_tick` records that the schedule ticked (the
 home page warns when it is late), folds the counts written since the last tick into the tallies
-(segflow/tallies.py), and once an hour snapshots every segment's size.
+(segflow/tallies.py), and snapshots every segment's size after each push and once an hour.
 """
 
 from __future__ import annotations
@@ -17,8 +17,10 @@ from campaigns import tallies as campaign_tallies
 from delivery import tallies as email_tallies
 from segments import history
 from segments import tallies as segment_tallies
+from segments.models import SegmentSnapshot
 
 from . import tallies
+from .models import Push
 
 logger = logging.getLogger(__name__)
 
@@ -37,7 +39,11 @@ def after_tick(now: datetime | None = None) -> None:
             if tallies.fold(now=now) < 20_000:
                 break
         last = tallies.last_beat(SNAPSHOTS)
-        if last is None or now - last >= timedelta(hours=1):
+        pushed = Push.objects.order_by("-id").values_list("created_at", flat=True).first()
+        if pushed is not None and (last is None or pushed > last):
+            history.snapshot_all(now, SegmentSnapshot.Occasion.PUSH)
+            tallies.beat(SNAPSHOTS, now)
+        elif last is None or now - last >= timedelta(hours=1):
             history.snapshot_all(now)
             tallies.beat(SNAPSHOTS, now)
     except Exception:

@@ -85,15 +85,13 @@ def snapshot(
     )
 
 
-def snapshot_all(now: datetime) -> int:
-    """Snapshot every segment's size (the schedule does it hourly). Returns how many."""
+def snapshot_all(now: datetime, occasion: str = SegmentSnapshot.Occasion.HOURLY) -> int:
+    """Snapshot every segment's size (the schedule does it hourly and after each push).
+    Returns how many."""
     segments = list(Segment.objects.all())
     sizes = tallies.members([s.pk for s in segments])
     SegmentSnapshot.objects.bulk_create(
-        SegmentSnapshot(
-            segment=s, at=now, occasion=SegmentSnapshot.Occasion.HOURLY, members=sizes[s.pk]
-        )
-        for s in segments
+        SegmentSnapshot(segment=s, at=now, occasion=occasion, members=sizes[s.pk]) for s in segments
     )
     return len(segments)
 

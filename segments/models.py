@@ -84,6 +84,7 @@ class SegmentSnapshot(models.Model):
     class Occasion(models.TextChoices):
         EVALUATION = "evaluation", "evaluated for all users"
         RANGE = "range", "evaluated for a range of users"
+        PUSH = "push", "counted after a push"
         HOURLY = "hourly", "hourly count"
 
     segment = models.ForeignKey(Segment, on_delete=models.CASCADE, related_name="snapshots")
