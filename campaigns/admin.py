@@ -18,7 +18,7 @@ from segflow.admin_base import Bar, CodeDefinedAdmin, ReadOnlyAdmin, bar_chart, 
 from segflow.paginators import CappedPaginator
 
 from . import progress
-from .models import Campaign, Cursor, CursorStep
+from .models import Campaign, Cursor
 
 # What finds a campaign's flow function, to name the line of code each step waits at; the top
 # of the admin (segflow/admin.py) sets it to the running config's. None: no lines are shown.
@@ -248,17 +248,6 @@ class CampaignAdmin(CodeDefinedAdmin):
             "chart": bar_chart(groups, ["users entered", "emails sent"]),
             "flow_known": self.flow_lookup is not None,
         }
-
-
-class CursorStepInline(admin.TabularInline):
-    model = CursorStep
-    fields = ("index", "kind", "args", "result", "created_at")
-    readonly_fields = fields
-    extra = 0
-    can_delete = False
-
-    def has_add_permission(self, request, obj=None):
-        return False
 
 
 @admin.register(Cursor)

@@ -1,7 +1,11 @@
+import json
+
 from django.contrib import admin
+from django.contrib.admin.utils import quote
 from django.contrib.auth import admin as auth_admin
 from django.contrib.auth.models import Group
 from django.contrib.auth.models import User as StaffAccount
+from django.urls import reverse
 from django.utils.html import format_html
 from django_celery_beat import admin as beat_admin
 from django_celery_beat.models import (
@@ -35,8 +39,6 @@ def _pushed_flow(campaign):
 
 def _campaigns_using(segment):
     """(name, page, how) of the campaigns whose audience includes or excludes `segment`."""
-    from django.urls import reverse
-
     used = []
     for campaign in Campaign.objects.order_by("name"):
         if segment.name in campaign.segments:
@@ -63,7 +65,7 @@ class UserAdmin(ReadOnlyAdmin):
     """segflow's users (not the admin's logins: those are Staff accounts)."""
 
     list_display = ("id", "email_address", "created_at", "updated_at")
-    search_fields = ("=id", "^id")
+    search_fields = ("^id",)  # ids that start with the words: an index answers it
     list_filter = ("evaluation_pending",)
     show_full_result_count = False
     paginator = CappedPaginator
@@ -76,8 +78,6 @@ class UserAdmin(ReadOnlyAdmin):
 
     @admin.display(description="attributes")
     def attributes_text(self, obj):
-        import json
-
         return format_html(
             '<pre class="sf-code">{}</pre>', json.dumps(obj.attributes, indent=2, sort_keys=True)
         )
@@ -128,9 +128,6 @@ class UserAdmin(ReadOnlyAdmin):
 
 
 def _url(name: str, pk) -> str:
-    from django.contrib.admin.utils import quote
-    from django.urls import reverse
-
     return reverse(name, args=[quote(pk)])
 
 
