@@ -32,6 +32,8 @@ VENV = ROOT / ".venv"
 PYTHON = VENV / "bin" / "python"
 MYSQL_TEST_URL = os.environ.get("SEGFLOW_TEST_MYSQL_URL", "mysql://root@127.0.0.1:3306/test")
 REDIS_TEST_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11")
+# The admin's browser tests drive Debian's Chromium (apt-get install chromium).
+CHROMIUM = os.environ.get("SEGFLOW_CHROMIUM", "/usr/bin/chromium")
 # How long each pass of the whole suite takes on a 2-core machine, to say before it starts.
 SQLITE_PASS = "about 1 minute"
 MYSQL_PASS = "about 7 minutes"
@@ -139,6 +141,7 @@ def test(args: list[str]) -> int:
     if not answers(REDIS_TEST_URL, 6379):
         without_redis = " and not redis"
         say(f"No Redis answers at {REDIS_TEST_URL}: the tests that need one are left out.")
+    without_browser = "" if Path(CHROMIUM).exists() else " and not browser"
     mysql_server = MYSQL_TEST_URL.split("@")[-1]
     mysql = not sqlite_only and answers(MYSQL_TEST_URL, 3306)
     mysql_pass = MYSQL_PASS_WITHOUT_WORKERS if without_redis else MYSQL_PASS
@@ -153,18 +156,32 @@ def test(args: list[str]) -> int:
             f"No MySQL/MariaDB answers at {mysql_server}: SQLite only. Set SEGFLOW_TEST_MYSQL_URL "
             "to test against one."
         )
+    if without_browser:
+        say(
+            f"No Chromium at {CHROMIUM}: the admin's browser tests are left out "
+            "(apt-get install chromium, or set SEGFLOW_CHROMIUM)."
+        )
     say("Import contracts (lint-imports: layers point down, no import circle) ...")
     failed = run(VENV / "bin" / "lint-imports", env=base_env) != 0
     say(f"Tests on SQLite ({SQLITE_PASS} for the whole suite) ...")
     # Tests of row locks and of real workers need MySQL/MariaDB; they run in the second pass.
     failed |= (
-        run(PYTHON, "-m", "pytest", "-m", "not mysql_only" + without_redis, *args, env=base_env)
+        run(
+            PYTHON,
+            "-m",
+            "pytest",
+            "-m",
+            "not mysql_only" + without_redis + without_browser,
+            *args,
+            env=base_env,
+        )
         != 0
     )
     if mysql:
         ensure_installed(["dev", "mysql"])
         say(f"Tests on MySQL/MariaDB at {mysql_server} ({mysql_pass} for the whole suite) ...")
-        marks = ["-m", "not redis"] if without_redis else []
+        leave_out = (without_redis + without_browser).removeprefix(" and ")
+        marks = ["-m", leave_out] if leave_out else []
         mysql_env = {**base_env, "DATABASE_URL": MYSQL_TEST_URL}
         failed |= run(PYTHON, "-m", "pytest", *marks, *args, env=mysql_env) != 0
     elif not sqlite_only:

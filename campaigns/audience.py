@@ -7,15 +7,18 @@ for everyone, for one user, or for a range of user ids.
 
 from __future__ import annotations
 
+from collections import Counter
 from dataclasses import dataclass
 from datetime import datetime
 
 from django.db import connection
+from django.db.models import Count
 
 from segflow.db import insert_ignore, placeholders
 from segments.models import Segment
 from segments.services import IdRange, range_condition
 
+from . import tallies
 from .models import Campaign, Cursor
 
 
@@ -83,23 +86,34 @@ def reconcile_campaign(
     exited = 0
     with connection.cursor() as cursor:
         if campaign.behavior == Campaign.Behavior.DYNAMIC:
+            # The leavers are read (and locked) first, so that their steps are counted exactly.
             cursor.execute(
-                "UPDATE campaign_cursors SET status = %s, entry_key = NULL, due_at = NULL, "
-                "ended_at = %s, updated_at = %s, end_reason = %s "
+                "SELECT id, step_count FROM campaign_cursors "
                 f"WHERE campaign_id = %s AND status = %s{user_filter} "
-                f"AND user_id NOT IN ({audience})",
-                [
-                    Cursor.Status.EXITED,
-                    stamp,
-                    stamp,
-                    "the user no longer matches the campaign's segments",
-                    campaign.pk,
-                    Cursor.Status.ACTIVE,
-                    *user_params,
-                    *audience_params,
-                ],
+                f"AND user_id NOT IN ({audience})"
+                + (" FOR UPDATE" if connection.features.has_select_for_update else ""),
+                [campaign.pk, Cursor.Status.ACTIVE, *user_params, *audience_params],
             )
-            exited = max(cursor.rowcount, 0)
+            leaving = cursor.fetchall()
+            for start in range(0, len(leaving), 1000):
+                ids = [cursor_id for cursor_id, _ in leaving[start : start + 1000]]
+                cursor.execute(
+                    "UPDATE campaign_cursors SET status = %s, entry_key = NULL, due_at = NULL, "
+                    "ended_at = %s, updated_at = %s, end_reason = %s "
+                    f"WHERE id IN ({placeholders(ids)}) AND status = %s",
+                    [
+                        Cursor.Status.EXITED,
+                        stamp,
+                        stamp,
+                        "the user no longer matches the campaign's segments",
+                        *ids,
+                        Cursor.Status.ACTIVE,
+                    ],
+                )
+            exited = len(leaving)
+            tallies.note_ended(
+                campaign.pk, Cursor.Status.EXITED, Counter(step for _, step in leaving), now
+            )
             cursor.execute(
                 "UPDATE campaign_cursors SET entry_key = NULL, updated_at = %s "
                 f"WHERE campaign_id = %s AND status <> %s AND entry_key IS NOT NULL{user_filter} "
@@ -115,6 +129,7 @@ def reconcile_campaign(
             [campaign.pk, Cursor.Status.ACTIVE, stamp, stamp, stamp, *audience_params, campaign.pk],
         )
         entered = max(cursor.rowcount, 0)
+    tallies.note_entered(campaign.pk, entered, now)
     return AudienceChange(entered=entered, exited=exited)
 
 
@@ -138,6 +153,14 @@ def end_campaign(campaign: Campaign, now: datetime, reason: str) -> int:
         updated_at=now,
         end_reason=reason,
     )
+    if ended:
+        steps = Cursor.objects.filter(campaign=campaign, status=Cursor.Status.ENDED, ended_at=now)
+        tallies.note_ended(
+            campaign.pk,
+            Cursor.Status.ENDED,
+            Counter(dict(steps.values_list("step_count").annotate(n=Count("id")))),
+            now,
+        )
     # Finished cursors let go too: a campaign pushed again under this name starts afresh.
     Cursor.objects.filter(campaign=campaign, entry_key__isnull=False).update(entry_key=None)
     Campaign.objects.filter(pk=campaign.pk).update(active=False, removed_at=now, updated_at=now)

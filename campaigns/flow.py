@@ -11,6 +11,7 @@ The kinds of step live in `campaigns.steps`. Nothing here touches Django or the 
 
 from __future__ import annotations
 
+import inspect
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -84,6 +85,18 @@ class FlowRun:
         self._replay(history)
         object.__setattr__(self.user, "_attributes", dict(attributes))
         object.__setattr__(self.user, "_live", True)
+
+    @property
+    def position(self) -> tuple[str, int] | None:
+        """Where the flow's code is paused: the file and line of the yield it waits at (after a
+        replay, the yield of the last recorded step); None before its first step or after its
+        end. For people reading a cursor's place in the flow."""
+        generator = self._generator
+        if self._finished or inspect.getgeneratorstate(generator) != inspect.GEN_SUSPENDED:
+            return None
+        while inspect.isgenerator(getattr(generator, "gi_yieldfrom", None)):
+            generator = generator.gi_yieldfrom
+        return generator.gi_code.co_filename, generator.gi_frame.f_lineno
 
     @property
     def pending_writes(self) -> dict[str, Any]:

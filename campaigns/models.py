@@ -9,8 +9,8 @@ class Campaign(models.Model):
     """A campaign as last pushed. A removed campaign stays, inactive, with its cursors' history."""
 
     class Behavior(models.TextChoices):
-        STATIC = "static"
-        DYNAMIC = "dynamic"
+        STATIC = "static", "static"
+        DYNAMIC = "dynamic", "dynamic"
 
     name = ExactCharField(max_length=255, unique=True)
     behavior = models.CharField(max_length=16, choices=Behavior.choices)
@@ -36,11 +36,12 @@ class Cursor(models.Model):
     """One user's way through one campaign: where they are and when their next step is due."""
 
     class Status(models.TextChoices):
-        ACTIVE = "active"
-        COMPLETED = "completed"
+        # The labels are what every page shows, lower case like the rest of the admin's labels.
+        ACTIVE = "active", "active"
+        COMPLETED = "completed", "completed"
         EXITED = "exited", "exited (left the audience)"
         DIVERGED = "diverged", "diverged (flow changed)"
-        FAILED = "failed"
+        FAILED = "failed", "failed"
         ENDED = "ended", "ended (campaign removed)"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="cursors")
@@ -71,6 +72,8 @@ class Cursor(models.Model):
             models.Index(fields=["due_at"]),
             models.Index(fields=["user", "campaign"]),
             models.Index(fields=["campaign", "status"]),
+            # The campaign page: the next due of the active cursors at each step.
+            models.Index(fields=["campaign", "status", "step_count", "due_at"]),
         ]
 
     def __str__(self) -> str:

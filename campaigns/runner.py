@@ -23,6 +23,7 @@ from segflow.db import lock_users
 from segflow.models import User
 from segflow.users import mark_attributes_changed
 
+from . import tallies
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
 from .models import Campaign, Cursor, CursorStep
 from .steps import STEP_KINDS, NotYet, SendEmailResult, Step, StepError, StepOutcome
@@ -280,6 +281,7 @@ def _save_cursors(cursors: list[Cursor]) -> None:
     ]
     with connection.cursor() as db:
         db.executemany(sql, rows)
+    tallies.note_saved(cursors)
 
 
 def _run_steps(

@@ -8,7 +8,11 @@ class DeliveryConfig(AppConfig):
     def ready(self) -> None:
         from anymail.signals import tracking
 
-        from . import providers  # noqa: F401 - each provider tells the config its settings
+        from . import (
+            providers,  # noqa: F401 - each provider tells the config its settings
+            tallies,
+        )
         from .tracking import on_tracking_event
 
         tracking.connect(on_tracking_event, dispatch_uid="segflow-delivery-tracking")
+        tallies.connect()

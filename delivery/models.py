@@ -12,14 +12,14 @@ class OutboxEmail(models.Model):
     """
 
     class Status(models.TextChoices):
-        QUEUED = "queued"
-        SENDING = "sending"
-        SENT = "sent"
-        FAILED = "failed"
-        SKIPPED = "skipped"
+        QUEUED = "queued", "queued"
+        SENDING = "sending", "sending"
+        SENT = "sent", "sent"
+        FAILED = "failed", "failed"
+        SKIPPED = "skipped", "skipped"
         # The provider may or may not have taken it (the sender died, or its answer never came):
         # never sent again by itself; a webhook about it turns it into `sent`.
-        UNKNOWN = "unknown"
+        UNKNOWN = "unknown", "unknown (the provider may have it)"
 
     key = models.CharField(max_length=255, unique=True)
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="outbox_emails")
@@ -69,7 +69,10 @@ class OutboxEmail(models.Model):
         ]
 
     def __str__(self) -> str:
-        return f"{self.subject!r} to {self.to_address or self.user_id}"
+        to = self.to_address or self.user_id
+        if self.subject:
+            return f"“{self.subject}” to {to}"
+        return f"{self.template_name or 'email'} to {to} ({self.status}, no subject)"
 
 
 class Suppression(models.Model):

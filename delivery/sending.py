@@ -36,6 +36,7 @@ from segflow.addresses import address_problem, parse_address
 from segflow.config import Config, EmailProviderDef
 from segflow.dispatch import enqueue_in_batches
 
+from . import tallies
 from .models import OutboxEmail, Suppression
 from .policy import block_reasons, normalize_address, suppress
 from .providers import Failure, provider_for
@@ -142,6 +143,7 @@ def _close(backend) -> None:
 def _claim(row: OutboxEmail) -> bool:
     """Move the row from `queued` to `sending`; only one caller can win it."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
+    # (No count changes: an email being sent still counts as queued, see delivery/tallies.py.)
     claimed = _update_row(
         row.pk,
         "status = %s, attempts = attempts + 1, updated_at = %s",
@@ -245,14 +247,24 @@ def _finish(
         fields.setdefault("next_attempt_at", None)
     fields.update(status=status, updated_at=timezone.now())
     columns = [OutboxEmail._meta.get_field(name) for name in fields]
-    moved = _with_retries(
-        lambda: _update_row(
-            row.pk,
-            ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns),
-            [f.get_db_prep_save(fields[f.name], connection) for f in columns],
-            from_statuses=from_statuses,
-        )
-    )
+
+    def move(from_status: str) -> int:
+        with transaction.atomic():
+            moved = _update_row(
+                row.pk,
+                ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns),
+                [f.get_db_prep_save(fields[f.name], connection) for f in columns],
+                from_statuses=(from_status,),
+            )
+            if moved:  # counted from the status it had, which the one-status UPDATE tells
+                tallies.note_changed(row, {"status": from_status}, **fields)
+            return moved
+
+    moved = 0
+    for from_status in from_statuses:
+        moved = _with_retries(lambda from_status=from_status: move(from_status))
+        if moved:
+            break
     if not moved:
         current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
         logger.warning("email %s: was %s before it could be marked %s", row.key, current, status)
@@ -310,15 +322,20 @@ def mark_stale_sending(now: datetime) -> int:
     ids = list(stale.values_list("pk", flat=True)[:1000])
     if not ids:
         return 0
-    count = stale.filter(pk__in=ids).update(
-        status=OutboxEmail.Status.UNKNOWN,
-        reason=(
+    changes = {
+        "status": OutboxEmail.Status.UNKNOWN,
+        "reason": (
             f"still sending {settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS}s after it began: its "
             "sender stopped before recording the provider's answer; not sent again (a webhook "
             "about it marks it sent)"
         ),
-        updated_at=now,
-    )
+        "updated_at": now,
+    }
+    with transaction.atomic():
+        count = stale.filter(pk__in=ids).update(**changes)
+        if count:  # the rows this update moved: they were in `sending`
+            moved = OutboxEmail.objects.filter(pk__in=ids, **changes)
+            tallies.note_rows_moved(moved, before={"status": OutboxEmail.Status.SENDING})
     if count:
         logger.error("%s email(s) left in `sending` by a stopped sender are now `unknown`", count)
     return count
@@ -347,19 +364,20 @@ def due_retry_ids(
 def send_again(outbox_ids: list[int]) -> int:
     """Queue failed or unknown rows once more: a person's decision (the admin), never automatic."""
     now = timezone.now()
-    ids = list(
-        OutboxEmail.objects.filter(
-            pk__in=outbox_ids,
-            status__in=(OutboxEmail.Status.FAILED, OutboxEmail.Status.UNKNOWN),
-            attempts__gt=0,  # (a template that failed to render has nothing to send)
-        ).values_list("pk", flat=True)
-    )
-    OutboxEmail.objects.filter(pk__in=ids).update(
-        status=OutboxEmail.Status.QUEUED,
-        reason="sent again by hand",
-        next_attempt_at=None,
-        updated_at=now,
-    )
+    with transaction.atomic():
+        rows = list(
+            OutboxEmail.objects.select_for_update().filter(
+                pk__in=outbox_ids,
+                status__in=(OutboxEmail.Status.FAILED, OutboxEmail.Status.UNKNOWN),
+                attempts__gt=0,  # (a template that failed to render has nothing to send)
+            )
+        )
+        ids = [row.pk for row in rows]
+        changes = {"status": OutboxEmail.Status.QUEUED, "reason": "sent again by hand"}
+        OutboxEmail.objects.filter(pk__in=ids).update(
+            **changes, next_attempt_at=None, updated_at=now
+        )
+        tallies.note_rows_changed(rows, **changes, updated_at=now)
     transaction.on_commit(lambda: enqueue_in_batches("deliver_emails", ids))
     return len(ids)
 

@@ -26,6 +26,7 @@ from django.utils import timezone
 from segflow.db import lock_user
 from segflow.users import record_event
 
+from . import tallies
 from .models import OutboxEmail, Suppression
 from .policy import normalize_address, suppress
 from .providers import EmailProvider, provider_for_esp
@@ -151,6 +152,7 @@ def _update_row(row: OutboxEmail, outcome: str, event: AnymailTrackingEvent) -> 
     if changes:
         changes["updated_at"] = timezone.now()
         OutboxEmail.objects.filter(pk=row.pk).update(**changes)
+        tallies.note_changed(row, **changes)
     return True
 
 

@@ -1,76 +1,121 @@
+import json
+
 from django.contrib import admin
+from django.contrib.admin.utils import quote
+from django.contrib.auth import admin as auth_admin
+from django.contrib.auth.models import Group
+from django.contrib.auth.models import User as StaffAccount
 from django.urls import reverse
 from django.utils.html import format_html, format_html_join
+from django_celery_beat import admin as beat_admin
+from django_celery_beat.models import (
+    ClockedSchedule,
+    CrontabSchedule,
+    IntervalSchedule,
+    PeriodicTask,
+    SolarSchedule,
+)
 
-from campaigns.models import Cursor
-from delivery.models import OutboxEmail
+from campaigns.admin import CampaignAdmin
+from campaigns.models import Campaign, Cursor
+from segments.admin import SegmentAdmin
 from segments.models import SegmentMembership
 
-from .admin_base import ReadOnlyAdmin
+from .admin_base import ReadOnlyAdmin, status_badge
+from .live_config import live_config
 from .models import ApiKey, ConfigVersion, Event, Push, PushAttempt, User
-
-admin.site.site_header = "segflow"
-admin.site.site_title = "segflow admin"
-admin.site.index_title = "Users, segments, campaigns and email"
-admin.site.site_url = None  # segflow has no public site to link to
+from .paginators import CappedPaginator
+from .timeline import timeline
 
 
-class ReadOnlyInline(admin.TabularInline):
-    extra = 0
-    can_delete = False
-    show_change_link = True
-
-    def has_add_permission(self, request, obj=None):
-        return False
-
-    def has_change_permission(self, request, obj=None):
-        return False
+def _pushed_flow(campaign):
+    """The running config's flow for `campaign`, if it is the one pushed (else None)."""
+    try:
+        definition = live_config.sync().campaign_as_pushed(campaign.name, campaign.flow_fingerprint)
+    except Exception:  # a config that does not load shows no lines, never a broken page
+        return None
+    return definition.flow if definition is not None else None
 
 
-class MembershipInline(ReadOnlyInline):
-    model = SegmentMembership
-    fields = ("segment", "created_at")
-    readonly_fields = fields
-    verbose_name_plural = "segments"
+def _campaigns_using(segment):
+    """(name, page, how) of the campaigns whose audience includes or excludes `segment`."""
+    used = []
+    for campaign in Campaign.objects.order_by("name"):
+        if segment.name in campaign.segments:
+            how = "its audience"
+        elif segment.name in campaign.exclude_segments:
+            how = "excluded from its audience"
+        else:
+            continue
+        how += "" if campaign.active else "; the campaign was removed"
+        used.append(
+            (campaign.name, reverse("admin:campaigns_campaign_change", args=[campaign.pk]), how)
+        )
+    return used
 
 
-class CursorInline(ReadOnlyInline):
-    model = Cursor
-    fields = ("campaign", "status", "step_count", "due_at", "created_at", "end_reason")
-    readonly_fields = fields
-    verbose_name_plural = "campaigns"
-
-
-class OutboxInline(ReadOnlyInline):
-    model = OutboxEmail
-    fields = ("template_name", "subject", "status", "reason", "created_at", "sent_at")
-    readonly_fields = fields
-    ordering = ("-id",)
-    verbose_name_plural = "emails"
-
-
-class EventInline(ReadOnlyInline):
-    model = Event
-    fields = ("name", "attributes", "timestamp", "created_at")
-    readonly_fields = fields
-    ordering = ("-created_at",)
-    max_num = 0
-
-    def get_queryset(self, request):
-        return super().get_queryset(request).order_by("-created_at")
+# The campaign and cursor pages name the line of the flow's code each step waits at; a segment's
+# page names the campaigns that use it (campaigns sit above segments, so this top edge tells).
+CampaignAdmin.flow_lookup = staticmethod(_pushed_flow)
+SegmentAdmin.used_by = staticmethod(_campaigns_using)
 
 
 @admin.register(User)
 class UserAdmin(ReadOnlyAdmin):
+    """segflow's users (not the admin's logins: those are Staff accounts)."""
+
     list_display = ("id", "email_address", "created_at", "updated_at")
-    search_fields = ("id",)
-    date_hierarchy = "created_at"
-    fields = ("id", "attributes", "created_at", "updated_at")
-    inlines = [MembershipInline, CursorInline, OutboxInline, EventInline]
+    search_fields = ("^id",)  # ids that start with the words: an index answers it
+    list_filter = ("evaluation_pending",)
+    show_full_result_count = False
+    paginator = CappedPaginator
+    fields = ("id", "attributes_text", "created_at", "updated_at", "segments_now", "campaigns")
+    readonly_fields = fields
 
     @admin.display(description="email")
     def email_address(self, obj):
         return obj.email
+
+    @admin.display(description="attributes")
+    def attributes_text(self, obj):
+        return format_html(
+            '<pre class="sf-code">{}</pre>', json.dumps(obj.attributes, indent=2, sort_keys=True)
+        )
+
+    @admin.display(description="in segments now")
+    def segments_now(self, obj):
+        rows = SegmentMembership.objects.filter(user=obj).select_related("segment")
+        links = [
+            format_html(
+                '<a href="{}">{}</a>',
+                _url("admin:segments_segment_change", m.segment_id),
+                m.segment.name,
+            )
+            for m in rows.order_by("segment__name")
+        ]
+        return format_html(", ".join(["{}"] * len(links)), *links) if links else "none"
+
+    @admin.display(description="campaigns")
+    def campaigns(self, obj):
+        rows = Cursor.objects.filter(user=obj).select_related("campaign").order_by("-created_at")
+        items = [
+            format_html(
+                '<a href="{}">{}</a> {}',
+                _url("admin:campaigns_cursor_change", c.pk),
+                c.campaign.name,
+                status_badge(c.status, c.get_status_display()),
+            )
+            for c in rows
+        ]
+        return format_html("; ".join(["{}"] * len(items)), *items) if items else "none"
+
+    def change_view(self, request, object_id, form_url="", extra_context=None):
+        user = self.get_object(request, object_id)
+        context = dict(extra_context or {})
+        if user is not None:
+            page = request.GET.get("page", "0")
+            context["timeline"] = timeline(user, int(page) if page.isdigit() else 0)
+        return super().change_view(request, object_id, form_url, context)
 
     def has_delete_permission(self, request, obj=None):
         # Deleting a user removes everything about them, as the API's DELETE does.
@@ -82,13 +127,27 @@ class UserAdmin(ReadOnlyAdmin):
         return deleted, counts, set(), protected
 
 
+def _url(name: str, pk) -> str:
+    return reverse(name, args=[quote(pk)])
+
+
 @admin.register(Event)
 class EventAdmin(ReadOnlyAdmin):
-    list_display = ("id", "name", "user", "timestamp", "created_at", "processed_at")
-    list_filter = ("name",)
-    search_fields = ("user__id", "name", "=message_id")
-    date_hierarchy = "created_at"
-    list_select_related = ("user",)
+    list_display = ("id", "name", "user_link", "timestamp", "created_at", "processed_at")
+    # Exact user ids and message ids, names that start with the words: all answered by indexes.
+    search_fields = ("=user__id", "^name", "=message_id")
+    search_help_text = "A user id or a message id (exactly), or the start of an event name."
+    # No join with users: MariaDB would read them all to find the newest events.
+    list_select_related = False
+
+    @admin.display(description="user", ordering="user_id")
+    def user_link(self, obj):
+        return format_html(
+            '<a href="{}">{}</a>', _url("admin:segflow_user_change", obj.user_id), obj.user_id
+        )
+
+    show_full_result_count = False
+    paginator = CappedPaginator
 
 
 @admin.register(ApiKey)
@@ -111,6 +170,50 @@ class ApiKeyAdmin(ReadOnlyAdmin):
         if request.user.is_superuser:
             actions["revoke"] = (ApiKeyAdmin.revoke, "revoke", "Revoke the selected keys")
         return actions
+
+
+# Django's logins are staff accounts, apart from segflow's users.
+admin.site.unregister(StaffAccount)
+admin.site.unregister(Group)
+
+
+@admin.register(StaffAccount)
+class StaffAccountAdmin(auth_admin.UserAdmin):
+    def changelist_view(self, request, extra_context=None):
+        title = {"title": "Staff accounts: who may sign in to this admin"}
+        return super().changelist_view(request, {**title, **(extra_context or {})})
+
+
+@admin.register(Group)
+class StaffGroupAdmin(auth_admin.GroupAdmin):
+    def changelist_view(self, request, extra_context=None):
+        title = {"title": "Staff groups"}
+        return super().changelist_view(request, {**title, **(extra_context or {})})
+
+
+# Celery beat's schedule: segflow keeps it (segflow/schedule.py); shown, never edited here.
+class _ReadOnlyBeat:
+    actions = None
+
+    def has_add_permission(self, request, obj=None):
+        return False
+
+    def has_change_permission(self, request, obj=None):
+        return False
+
+    def has_delete_permission(self, request, obj=None):
+        return False
+
+
+for _model, _admin in (
+    (PeriodicTask, beat_admin.PeriodicTaskAdmin),
+    (ClockedSchedule, beat_admin.ClockedScheduleAdmin),
+    (CrontabSchedule, beat_admin.CrontabScheduleAdmin),
+    (SolarSchedule, beat_admin.SolarScheduleAdmin),
+    (IntervalSchedule, beat_admin.IntervalScheduleAdmin),
+):
+    admin.site.unregister(_model)
+    admin.site.register(_model, type(_admin.__name__, (_ReadOnlyBeat, _admin), {}))
 
 
 def _files_html(version: ConfigVersion | None):

@@ -10,5 +10,7 @@ class SegflowConfig(AppConfig):
 
         from . import db, tasks  # noqa: F401 - SQLite's MySQL functions; the named tasks
         from .schedule import ensure_periodic_tasks
+        from .upkeep import ensure_tallies
 
         post_migrate.connect(ensure_periodic_tasks, sender=self)
+        post_migrate.connect(ensure_tallies, sender=self)

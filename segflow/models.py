@@ -189,3 +189,62 @@ class PushAttempt(models.Model):
 
     def __str__(self) -> str:
         return f"{self.action} by {self.actor}: {self.result}"
+
+
+class Tally(models.Model):
+    """A count the admin shows, kept as work happens (see segflow/tallies.py): one row a key.
+
+    `kind` says what is counted and `owner` whose count it is (a campaign, a segment ...); `a`
+    and `b` cut it further (a status, a step, a template, a reason), `hour` for counts by hour.
+    """
+
+    key_hash = models.CharField(max_length=40, unique=True)
+    kind = models.CharField(max_length=32)
+    owner = models.CharField(max_length=255, blank=True)
+    a = models.CharField(max_length=255, blank=True)
+    b = models.CharField(max_length=255, blank=True)
+    hour = models.DateTimeField(null=True, blank=True)
+    n = models.BigIntegerField(default=0)
+
+    class Meta:
+        db_table = "tallies"
+        indexes = [
+            models.Index(fields=["kind", "owner", "hour"]),
+            models.Index(fields=["kind", "hour"]),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.owner} {self.a} {self.b}: {self.n}"
+
+
+class TallyDelta(models.Model):
+    """A change to a tally, written in the transaction that made it; folded into `Tally` by the
+    schedule. Only ever inserted and deleted, so no two writers wait for each other on a count."""
+
+    id = models.BigAutoField(primary_key=True)
+    kind = models.CharField(max_length=32)
+    owner = models.CharField(max_length=255, blank=True)
+    a = models.CharField(max_length=255, blank=True)
+    b = models.CharField(max_length=255, blank=True)
+    hour = models.DateTimeField(null=True, blank=True)
+    n = models.BigIntegerField()
+
+    class Meta:
+        db_table = "tally_deltas"
+        indexes = [models.Index(fields=["kind", "owner"])]
+
+    def __str__(self) -> str:
+        return f"{self.kind} {self.owner} {self.a} {self.b}: {self.n:+}"
+
+
+class Heartbeat(models.Model):
+    """When something periodic last happened: the schedule's tick, the last fold of tallies."""
+
+    name = models.CharField(max_length=64, primary_key=True)
+    at = models.DateTimeField()
+
+    class Meta:
+        db_table = "heartbeats"
+
+    def __str__(self) -> str:
+        return f"{self.name} at {self.at:%Y-%m-%d %H:%M:%S}"

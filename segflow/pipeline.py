@@ -27,6 +27,7 @@ from .db import lock_user, lock_users
 from .dispatch import enqueue, enqueue_each, enqueue_in_batches
 from .live_config import live_config
 from .models import Event, User
+from .upkeep import after_tick
 
 logger = logging.getLogger(__name__)
 
@@ -237,6 +238,7 @@ def tick(now: datetime | None = None) -> TickReport:
             report.refreshed_segments.append(row.name)
     report.swept = sweep(now)
     report.cursors_started = run_due_cursors(now)
+    after_tick(now)  # the admin's figures: the tick is recorded, counts are folded
     return report
 
 

@@ -1,7 +1,8 @@
 """The periodic work beat runs in production, kept in django-celery-beat's tables.
 
-Created when missing by `migrate` and by `segflow_push`; an operator may then tune the interval
-in the admin, and segflow leaves their change alone.
+Created when missing by `migrate` and by `segflow_push`, which also keep its interval at
+SEGFLOW_TICK_SECONDS: the admin shows beat's tables read-only, so the setting is the one place
+to change how often the schedule ticks.
 """
 
 from __future__ import annotations
@@ -28,6 +29,13 @@ def ensure_periodic_tasks(**kwargs) -> None:
             "description": "Due campaign steps, time-based segments, and missed work.",
         },
     )
-    if not created and task.task != "segflow.tick":
-        task.task = "segflow.tick"
-        task.save(update_fields=["task"])
+    if created:
+        return
+    changed = []
+    if task.task != "segflow.tick":
+        task.task, changed = "segflow.tick", [*changed, "task"]
+    if task.interval_id != interval.pk:
+        task.interval, task.expire_seconds = interval, max(30, every * 10)
+        changed += ["interval", "expire_seconds"]
+    if changed:
+        task.save(update_fields=changed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import re
+import time
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -22,7 +23,8 @@ from segflow.db import NAMED_PARAMETER, insert_ignore, placeholders
 from segflow.fields import exact_collation
 from segflow.models import User
 
-from .models import Segment, SegmentMembership
+from . import history, tallies
+from .models import Segment, SegmentMembership, SegmentSnapshot
 
 logger = logging.getLogger(__name__)
 
@@ -188,6 +190,7 @@ def evaluate_users(
     for user_id, change in changes.items():
         if change.left:
             SegmentMembership.objects.filter(user_id=user_id, segment_id__in=change.left).delete()
+    history.note_changes(changes, {row.pk: row.name for row, _ in segments}, now)
     return changes
 
 
@@ -240,15 +243,33 @@ def refresh_segment(
 ) -> RefreshCount:
     """Re-evaluate the segment for all users (or those in `id_range`), in the database: no user
     id passes through Python. All users are done range by range (SEGFLOW_SEGMENT_CHUNK_USERS),
-    so no statement locks or holds more than one range's memberships at once.
+    so no statement locks or holds more than one range's memberships at once. A snapshot of the
+    segment's size is kept, with how long it took.
     """
+    started = time.monotonic()
     if id_range is None:
         entered = left = 0
         for each in user_id_ranges():
-            count = refresh_segment(row, definition, now, each)
+            count = _refresh_range(row, definition, now, each)
             entered, left = entered + count.entered, left + count.left
-        return RefreshCount(entered=entered, left=left)
+        count = RefreshCount(entered=entered, left=left)
+    else:
+        count = _refresh_range(row, definition, now, id_range)
+    whole = id_range is None or id_range == (None, None)
+    history.snapshot(
+        row,
+        SegmentSnapshot.Occasion.EVALUATION if whole else SegmentSnapshot.Occasion.RANGE,
+        now,
+        entered=count.entered,
+        left=count.left,
+        seconds=time.monotonic() - started,
+    )
+    return count
 
+
+def _refresh_range(
+    row: Segment, definition: SegmentDef, now: datetime, id_range: IdRange
+) -> RefreshCount:
     # The query runs once per range into a temporary table keyed by user id; leavers and
     # newcomers are then anti-joins against it. (Correlating the query itself per member made
     # the database run an aggregate segment once per member.)
@@ -278,12 +299,14 @@ def refresh_segment(
                 f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL{in_range_q}",
                 [*query.params, *q_params],
             )
+            history.log_leavers(row, answer, in_range_m, m_params, now)
             cursor.execute(
                 f"DELETE FROM segment_memberships WHERE segment_id = %s{in_range_m} "
                 f"AND user_id NOT IN (SELECT id FROM {answer})",
                 [row.pk, *m_params],
             )
             left = cursor.rowcount
+            history.log_newcomers(row, answer, in_range_u, u_params, now)
             cursor.execute(
                 "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
                 f"SELECT %s, u.id, %s FROM {answer} a JOIN users u ON u.id = a.id "
@@ -295,7 +318,9 @@ def refresh_segment(
         finally:
             cursor.execute(drop)
     Segment.objects.filter(pk=row.pk).update(refreshed_at=now)
-    return RefreshCount(entered=max(entered, 0), left=max(left, 0))
+    count = RefreshCount(entered=max(entered, 0), left=max(left, 0))
+    tallies.note_members({row.pk: count.entered - count.left})
+    return count
 
 
 def claim_due_refreshes(now: datetime) -> list[Segment]:

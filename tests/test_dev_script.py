@@ -57,3 +57,28 @@ def test_sqlite_only_runs_the_first_pass_alone(dev, capsys, monkeypatch, how):
     said = capsys.readouterr().out
     assert "Tests on SQLite (about 1 minute for the whole suite)" in said
     assert "MySQL" not in said
+
+
+def test_without_chromium_the_browser_tests_are_left_out_and_it_says_so(dev, capsys):
+    dev.CHROMIUM = "/nowhere/chromium"
+    assert dev.test([]) == 0
+    said = capsys.readouterr().out
+    assert "No Chromium at /nowhere/chromium: the admin's browser tests are left out" in said
+    _, (sqlite, _), (mysql, _) = dev.runs
+    assert marks(sqlite) == "not mysql_only and not browser"
+    assert marks(mysql) == "not browser"
+
+
+def test_with_chromium_the_browser_tests_run(dev, capsys, tmp_path):
+    dev.CHROMIUM = str(tmp_path)  # there
+    assert dev.test([]) == 0
+    assert "Chromium" not in capsys.readouterr().out
+    _, (sqlite, _), (mysql, _) = dev.runs
+    assert marks(sqlite) == "not mysql_only"
+    assert marks(mysql) is None
+
+
+def marks(command: list[str]) -> str | None:
+    """The -m expression given to pytest (after `python -m pytest`), if any."""
+    rest = command[command.index("pytest") + 1 :]
+    return rest[rest.index("-m") + 1] if "-m" in rest else None
