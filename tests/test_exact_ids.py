@@ -25,6 +25,7 @@ EXACT_COLUMNS = {
     "events": ["name", "user_id"],
     "segments": ["name"],
     "segment_memberships": ["user_id"],
+    "segment_membership_changes": ["user_id"],
     "campaigns": ["name"],
     "campaign_cursors": ["entry_key", "user_id"],
     "email_templates": ["name"],
