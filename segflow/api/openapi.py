@@ -377,13 +377,13 @@ class EventPage(Closed):
 PAGE_PARAMETERS = (
     OpenApiParameter(
         "page",
-        int,
+        {"type": "integer", "minimum": 1},
         description="The page number, 1 or more, in ASCII digits (default 1); a page past the "
         "last is a 400.",
     ),
     OpenApiParameter(
         "page_size",
-        int,
+        {"type": "integer", "minimum": 1},
         description="Events per page, 1 or more in ASCII digits (default 50); over 500 gives 500.",
     ),
 )
@@ -603,7 +603,15 @@ rollback_view = extend_schema_view(
 
 @extend_schema_field(
     {
-        "oneOf": [{"type": "string"}, {"type": "integer"}],
+        "oneOf": [
+            {
+                "type": "string",
+                "minLength": 1,
+                "maxLength": MAX_ID_LENGTH,
+                "pattern": USER_ID_PATTERN,
+            },
+            {"type": "integer"},
+        ],
         "description": f"A user id: {NAME_RULE}, no `/`. A number is taken as its text.",
     }
 )
@@ -658,6 +666,7 @@ class SegmentGroup(SegmentMessage):
 
 
 class SegmentAlias(SegmentMessage):
+    userId = SegmentId(help_text="The user the alias is recorded on (anonymousId is not used).")
     previousId = SegmentId()
 
 
