@@ -47,8 +47,10 @@ KNOWN = "jane doeé"  # a space and an accent, encoded in the path
 
 
 @pytest.fixture(scope="module")
-def served_schema(live_server):
-    return schemathesis.openapi.from_url(f"{live_server.url}/api/schema/")
+def served_schema(live_server, django_db_blocker):
+    # Fetched once, before any test's database is set up: the server may open its connection.
+    with django_db_blocker.unblock():
+        return schemathesis.openapi.from_url(f"{live_server.url}/api/schema/")
 
 
 @pytest.fixture
