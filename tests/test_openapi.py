@@ -184,6 +184,17 @@ def test_the_schemes_say_how_to_send_a_key(schema):
     assert operation(schema, "GET", "/api/health")["security"] == [{}]
 
 
+def test_the_schemas_own_examples_match_it(schema):
+    checked = 0
+    for item in schema["paths"].values():
+        for op in item.values():
+            content = op.get("requestBody", {}).get("content", {}).get(JSON, {})
+            for example in content.get("examples", {}).values():
+                assert problems(schema, content["schema"], example["value"]) == [], example
+                checked += 1
+    assert checked >= 8
+
+
 # -- Served without a key; the docs page with its own files --------------------------------------
 
 

@@ -14,6 +14,7 @@ from drf_spectacular.extensions import (
     OpenApiSerializerExtension,
 )
 from drf_spectacular.utils import (
+    OpenApiExample,
     OpenApiParameter,
     OpenApiResponse,
     extend_schema,
@@ -193,9 +194,11 @@ def _operation(
     parameters: tuple = (),
     description: str | None = None,
     error_overrides: dict | None = None,
+    example: dict | None = None,
 ):
     """extend_schema for one operation: its answers, then the errors it may give (each with
-    the shared description unless overridden), with their headers."""
+    the shared description unless overridden), with their headers; `example`, a request body
+    (Swagger UI starts from it)."""
     responses = dict(answers)
     for code in sorted(errors):
         responses[code] = (error_overrides or {}).get(code, ERRORS[code])
@@ -208,12 +211,21 @@ def _operation(
         request=request,
         responses=responses,
         parameters=[*parameters, *headers],
+        examples=[OpenApiExample("Example", example, request_only=True)] if example else None,
     )
 
 
 # Errors every endpoint with a key may give; with a body, those about the body too.
 KEYED = (401, 403, 500, 503)
 WITH_BODY = (400, 401, 403, 413, 415, 500, 503)
+
+# PUT and POST .../events make an unknown user: a 404 is only for a path that is no endpoint.
+NO_ENDPOINT = {
+    404: OpenApiResponse(
+        NotFoundError,
+        "No endpoint at this path: a user id with a `/` in it (even encoded as `%2F`) makes one.",
+    )
+}
 
 USER_ID = OpenApiParameter(
     "user_id",
@@ -280,6 +292,14 @@ user_view = extend_schema_view(
         request=UserBody,
         parameters=(USER_ID,),
         description="Creates the user, or replaces all of an existing user's attributes.",
+        error_overrides=NO_ENDPOINT,
+        example={
+            "attributes": {
+                "email": "jane@example.com",
+                "name": "Jane",
+                "lastLoginAt": "2026-11-27T09:00:00+00:00",
+            }
+        },
     ),
     patch=_operation(
         "patch_user",
@@ -292,6 +312,7 @@ user_view = extend_schema_view(
         description="Merges the attributes into the user's as a JSON merge patch (RFC 7396): "
         "given keys replace the user's, nested objects are merged, `null` removes a key. The "
         "user must exist (404 otherwise: create them with PUT).",
+        example={"attributes": {"plan": "pro", "lastLoginAt": None}},
     ),
     delete=_operation(
         "delete_user",
@@ -410,6 +431,13 @@ user_events_view = extend_schema_view(
         (*WITH_BODY, 404),
         request=EventBody,
         parameters=(USER_ID,),
+        error_overrides=NO_ENDPOINT,
+        example={
+            "name": "purchase",
+            "attributes": {"orderId": "ord_125", "amount": 25},
+            "message_id": "ord_125-purchase",
+            "timestamp": "2026-12-01T13:25:00+01:00",
+        },
     ),
 )
 
@@ -428,6 +456,12 @@ events_view = extend_schema_view(
         "commit: all of them are stored, or, if one is refused, none (the error names it: "
         "`events[1].name: ...`). A message_id repeated in the batch or stored before is a "
         "duplicate: the event stored first, not stored again.",
+        example={
+            "events": [
+                {"user_id": "user123", "name": "purchase", "attributes": {"orderId": "ord_124"}},
+                {"user_id": "user456", "name": "login"},
+            ]
+        },
     ),
 )
 
@@ -594,6 +628,7 @@ rollback_view = extend_schema_view(
         WITH_BODY,
         request=RollbackBody,
         error_overrides=PUSH_ERRORS,
+        example={"to": None, "dry_run": True},
     ),
 )
 
@@ -706,6 +741,21 @@ SEGMENT_ERRORS = {
         "Not JSON (`application/json` or `text/plain`), or a Content-Encoding other than gzip.",
     ),
 }
+TRACK_EXAMPLE = {
+    "userId": "user789",
+    "event": "purchase",
+    "properties": {"orderId": "ord_200", "amount": 12},
+    "messageId": "6f1c1b5e-0b7a-4c55-9a43-8a3c1d0e2f10",
+    "timestamp": "2026-12-01T12:30:00.000Z",
+}
+IDENTIFY_EXAMPLE = {"userId": "user123", "traits": {"email": "jane@example.com", "name": "Jane"}}
+SEGMENT_EXAMPLES = {
+    "identify": IDENTIFY_EXAMPLE,
+    "track": TRACK_EXAMPLE,
+    "batch": {
+        "batch": [{"type": "identify", **IDENTIFY_EXAMPLE}, {"type": "track", **TRACK_EXAMPLE}]
+    },
+}
 SEGMENT_CALLS = {
     "identify": (SegmentIdentify, "Merge traits into a user's attributes"),
     "track": (SegmentTrack, "Record an event"),
@@ -732,5 +782,6 @@ def segment_view(kind: str):
             "no userId is stored under its anonymousId. Fields not described here "
             "(`integrations`, `sentAt`, ...) are accepted and ignored. The body may be gzipped "
             "(`Content-Encoding: gzip`) and sent as `text/plain`, as some senders do.",
+            example=SEGMENT_EXAMPLES.get(kind),
         )
     )
