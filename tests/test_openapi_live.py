@@ -15,9 +15,9 @@ from drf_spectacular.generators import SchemaGenerator
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from schemathesis import GenerationMode
-from schemathesis.checks import not_a_server_error
-from schemathesis.specs.openapi.checks import (
+from schemathesis.checks import (
     content_type_conformance,
+    not_a_server_error,
     response_headers_conformance,
     response_schema_conformance,
     status_code_conformance,
