@@ -22,6 +22,7 @@ from segflow.push import (
     rollback,
 )
 
+from . import openapi
 from .errors import InvalidInput
 from .parsers import StrictJSONParser
 from .permissions import scope_refusal
@@ -97,6 +98,7 @@ class _PushEndpoint(APIView):
         return Response(plan.as_json())
 
 
+@openapi.push_view
 class PushView(_PushEndpoint):
     """POST /api/push {"bundle": <segflow.client.collect_bundle>, "dry_run": false}"""
 
@@ -120,6 +122,7 @@ class PushView(_PushEndpoint):
         return self.answer(lambda: push_bundle(bundle, dry_run=dry_run, actor=self.actor()))
 
 
+@openapi.rollback_view
 class RollbackView(_PushEndpoint):
     """POST /api/push/rollback {"to": N or null, "dry_run": false}"""
 

@@ -23,7 +23,7 @@ from rest_framework.views import APIView
 
 from segflow import users as user_service
 
-from . import validation
+from . import openapi, validation
 from .auth import BasicApiKeyAuthentication
 from .errors import InvalidInput
 from .parsers import strict_json
@@ -183,30 +183,37 @@ class SegmentView(APIView):
         read_message(data, self.kind, writes)
 
 
+@openapi.segment_view("identify")
 class IdentifyView(SegmentView):
     kind = "identify"
 
 
+@openapi.segment_view("track")
 class TrackView(SegmentView):
     kind = "track"
 
 
+@openapi.segment_view("page")
 class PageView(SegmentView):
     kind = "page"
 
 
+@openapi.segment_view("screen")
 class ScreenView(SegmentView):
     kind = "screen"
 
 
+@openapi.segment_view("group")
 class GroupView(SegmentView):
     kind = "group"
 
 
+@openapi.segment_view("alias")
 class AliasView(SegmentView):
     kind = "alias"
 
 
+@openapi.segment_view("batch")
 class BatchView(SegmentView):
     """Many messages of any types, all stored in one transaction or none."""
 

@@ -1,4 +1,11 @@
 from django.urls import path, re_path
+from drf_spectacular.renderers import (
+    OpenApiJsonRenderer,
+    OpenApiJsonRenderer2,
+    OpenApiYamlRenderer,
+    OpenApiYamlRenderer2,
+)
+from drf_spectacular.views import SpectacularAPIView, SpectacularSwaggerView
 
 from . import push, segment, views
 
@@ -12,6 +19,20 @@ urlpatterns = [
     # Configs pushed from CI (a key of the scope `push`; off unless SEGFLOW_ALLOW_REMOTE_PUSH).
     path("push", push.PushView.as_view(), name="push"),
     path("push/rollback", push.RollbackView.as_view(), name="push-rollback"),
+    # The OpenAPI schema (JSON; YAML with ?format=yaml) and Swagger UI on it. No key needed.
+    path(
+        "schema/",
+        SpectacularAPIView.as_view(
+            renderer_classes=[
+                OpenApiJsonRenderer2,
+                OpenApiJsonRenderer,
+                OpenApiYamlRenderer,
+                OpenApiYamlRenderer2,
+            ]
+        ),
+        name="schema",
+    ),
+    path("docs/", SpectacularSwaggerView.as_view(url_name="schema"), name="docs"),
     re_path(r"^users/?$", views.EmptyIdView.as_view()),
     re_path(r"^users//events/?$", views.EmptyIdView.as_view()),
     # Anything else under /api/ answers in JSON too, never with an HTML page.

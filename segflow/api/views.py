@@ -15,11 +15,12 @@ from rest_framework.views import APIView
 from segflow import users as user_service
 from segflow.dispatch import broker_problem
 
-from . import validation
+from . import openapi, validation
 from .errors import InvalidInput, error_response
 from .selectors import event_detail, events_of, find_user, user_detail
 
 
+@openapi.user_view
 class UserView(APIView):
     """/api/users/{id}: read, create or replace (PUT), merge (PATCH), delete."""
 
@@ -72,6 +73,7 @@ class EventPagination(PageNumberPagination):
             raise InvalidInput(self.page_query_param, "there is no page with this number") from None
 
 
+@openapi.user_events_view
 class UserEventsView(APIView):
     """/api/users/{id}/events: record an event (POST), list them newest first (GET)."""
 
@@ -93,6 +95,7 @@ class UserEventsView(APIView):
         )
 
 
+@openapi.events_view
 class EventsView(APIView):
     """/api/events: record a batch of events for any users (POST), all of them or none."""
 
@@ -115,10 +118,13 @@ ENDPOINTS = {
     "POST /api/events": "record up to SEGFLOW_MAX_EVENTS_PER_REQUEST events for any users",
     "POST /api/push, POST /api/push/rollback": "push a config from CI (a key of the scope push)",
     "POST /v1/identify, track, page, screen, group, alias, batch": "the Segment tracking spec",
+    "GET /api/schema/": "the OpenAPI schema of these endpoints (no key needed)",
+    "GET /api/docs/": "the endpoints in Swagger UI, on that schema (no key needed)",
 }
 ENDPOINTS_HINT = "endpoints are " + ", ".join(ENDPOINTS)
 
 
+@openapi.index_view
 class IndexView(APIView):
     """/api/: what the API offers. A client may GET it to check its key."""
 
@@ -126,6 +132,7 @@ class IndexView(APIView):
         return Response({"endpoints": ENDPOINTS})
 
 
+@openapi.not_an_endpoint
 class EmptyIdView(APIView):
     """A path with no user id in it: say so, and where the endpoints are, instead of a 404."""
 
@@ -138,6 +145,7 @@ class EmptyIdView(APIView):
 logger = logging.getLogger("segflow.api")
 
 
+@openapi.health_view
 class HealthView(APIView):
     """Liveness: the process answers. Touches neither the database nor the broker."""
 
@@ -148,6 +156,7 @@ class HealthView(APIView):
         return Response({"status": "ok"})
 
 
+@openapi.ready_view
 class ReadyView(APIView):
     """Readiness: the database answers a `SELECT 1`, and in production mode the broker answers,
     each within SEGFLOW_READY_TIMEOUT_SECONDS; else a 503 naming what is down."""

@@ -29,6 +29,9 @@ INSTALLED_APPS = [
     "django.contrib.messages",
     "django.contrib.staticfiles",
     "rest_framework",
+    # The API's OpenAPI schema, and Swagger UI's files for its docs page (docs/api.md).
+    "drf_spectacular",
+    "drf_spectacular_sidecar",
     "django_celery_beat",
     "anymail",
     "segflow",
@@ -107,6 +110,8 @@ REST_FRAMEWORK = {
     "DEFAULT_PARSER_CLASSES": ["segflow.api.parsers.StrictJSONParser"],
     "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
     "EXCEPTION_HANDLER": "segflow.api.errors.exception_handler",
+    # Described by segflow/api/openapi.py; settings in settings/openapi.py.
+    "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
     "UNAUTHENTICATED_USER": None,
 }
 
