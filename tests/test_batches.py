@@ -126,13 +126,18 @@ class OneMessageSMTPServer:
         self.sock.bind(("127.0.0.1", 0))
         self.sock.listen(8)
         self.port = self.sock.getsockname()[1]
-        threading.Thread(target=self._serve, daemon=True).start()
+        self._stopping = False
+        self._thread = threading.Thread(target=self._serve, daemon=True)
+        self._thread.start()
 
     def _serve(self) -> None:
         while True:
             try:
                 conn, _ = self.sock.accept()
             except OSError:
+                return
+            if self._stopping:
+                conn.close()
                 return
             with conn, conn.makefile("rb") as lines:
                 conn.sendall(b"220 test\r\n")
@@ -157,6 +162,14 @@ class OneMessageSMTPServer:
                         break
 
     def close(self) -> None:
+        # Stop the thread before closing the listener: a thread that calls accept() just after
+        # the close can take the connections of whatever socket reuses its descriptor (later in
+        # the run, the live server's). Closing does not wake accept(): connecting does.
+        import socket
+
+        self._stopping = True
+        socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+        self._thread.join(timeout=5)
         self.sock.close()
 
 

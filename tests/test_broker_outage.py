@@ -177,6 +177,7 @@ class SilentServer:
         self.sock.listen(50)
         self.port = self.sock.getsockname()[1]
         self.held: list[socket.socket] = []
+        self._stopping = False
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
 
@@ -187,8 +188,16 @@ class SilentServer:
             except OSError:
                 return
             self.held.append(conn)
+            if self._stopping:
+                return
 
     def close(self) -> None:
+        # Stop the thread before closing the listener, or it may go on accepting the connections
+        # of whatever socket reuses the descriptor. Closing does not wake accept(): connecting does.
+        if not self._stopping:
+            self._stopping = True
+            socket.create_connection(("127.0.0.1", self.port), timeout=5).close()
+            self.thread.join(timeout=5)
         self.sock.close()
         for conn in self.held:
             conn.close()
