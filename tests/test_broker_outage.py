@@ -13,7 +13,6 @@ import time
 
 import pytest
 from celery import current_app
-from django.conf import settings as django_settings
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 

@@ -9,7 +9,9 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import close_old_connections, connection, transaction
-from hypothesis import HealthCheck, given, settings as hypothesis_settings, strategies as st
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
 
 from segflow import users as user_service
 from segflow.models import Event, User
@@ -170,7 +172,9 @@ def test_a_users_later_events_wait_while_another_worker_holds_an_earlier_one(que
     st.integers(min_value=2, max_value=4),
     st.integers(min_value=1, max_value=9),
 )
-def test_concurrent_drainers_process_each_event_exactly_once(queued, settings, users, workers, size):
+def test_concurrent_drainers_process_each_event_exactly_once(
+    queued, settings, users, workers, size
+):
     """For any sequence of events over a few users, any number of drainers and any batch size:
     every event is processed once and sends exactly one receipt."""
     Event.objects.all().delete()
