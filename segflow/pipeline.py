@@ -44,15 +44,18 @@ def _evaluate_users(
         if (attributes and row.reads_users) or (events and row.reads_events)
     ]
     changes = segments.evaluate_users([user.pk for user in users], chosen, now)
-    for user_id, change in changes.items():
-        for campaign in audience.campaigns_using(change.segment_ids):
-            audience.reconcile_campaign(campaign, now, user_id=user_id)
+    audience.reconcile_users(
+        {user_id: set(change.segment_ids) for user_id, change in changes.items()}, now
+    )
     new_cursors = claims.claim_new_cursors([user.pk for user in users], now)
     if new_cursors:
         transaction.on_commit(lambda: hand_out_cursors(new_cursors))
     if attributes:
+        # Only where no write came since the user was read (their version is the one evaluated).
+        evaluated = Q()
         for user in users:
-            User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
+            evaluated |= Q(pk=user.pk, version=user.version)
+        User.objects.filter(evaluated).update(evaluation_pending=False)
 
 
 def evaluate_user(user_id: str) -> None:
