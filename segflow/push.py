@@ -712,7 +712,11 @@ def _evaluate(
     progress: Progress | None = None,
 ) -> None:
     campaign_changes: dict[str, audience.AudienceChange] = {}
-    tracker = _Tracker(progress, len(changed_segments)) if progress and changed_segments else None
+    tracker = (
+        _Tracker(progress, len(changed_segments))
+        if progress is not None and changed_segments
+        else None
+    )
     for row in changed_segments:
         on_range = tracker.on_range(row.name) if tracker is not None else None
         count, changes = refresh_segment(row, config.segments[row.name], now, on_range=on_range)
