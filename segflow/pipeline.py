@@ -272,10 +272,12 @@ def refresh_segment(
     definition: SegmentDef,
     now: datetime,
     id_range: segments.IdRange | None = None,
+    *,
+    on_range: segments.OnRange | None = None,
 ):
     """Re-evaluate a whole segment (or the users in `id_range`) and bring the campaigns that use
-    it up to date for the same users."""
-    count = segments.refresh_segment(row, definition, now, id_range)
+    it up to date for the same users. `on_range` hears of each range of users done."""
+    count = segments.refresh_segment(row, definition, now, id_range, on_range=on_range)
     changes = {
         campaign.name: audience.reconcile_campaign(campaign, now, id_range=id_range)
         for campaign in audience.campaigns_using({row.pk})

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -28,9 +29,11 @@ from django.db.models import Max
 from django.utils import timezone
 
 from campaigns import audience, runner
+from campaigns.checks import check_flows
 from campaigns.models import Campaign, Cursor
 from segments import services as segments
 from segments.models import Segment
+from templates.checks import missing_templates
 from templates.models import EmailTemplate
 from templates.rendering import RenderError, check_template
 from transactions.models import Transaction
@@ -99,6 +102,7 @@ class PushPlan:
     version: int | None = None  # the version live after this push (once it has changes)
     git_commit: str | None = None
     git_dirty: bool | None = None
+    warnings: list[str] = field(default_factory=list)  # `file:line: ...`, shown, not refused
 
     def add(self, section: str, sign: str, name: str, detail: str = "") -> PlanLine:
         line = PlanLine(sign, name, detail)
@@ -152,7 +156,33 @@ class PushPlan:
             "dry_run": self.dry_run,
             "version": self.version,
             "rollback_to": self.rollback_to,
+            "warnings": self.warnings,
         }
+
+
+@dataclass(frozen=True)
+class EvaluationProgress:
+    """How far a push is in evaluating its new and changed segments, range of users by range
+    (SEGFLOW_SEGMENT_CHUNK_USERS): given to a push's `progress` after each range."""
+
+    segment: str  # the segment of the range just done
+    segments_done: int
+    segments: int
+    ranges_done: int  # of all the segments' ranges together
+    ranges: int
+    entered: int  # memberships, so far
+    left: int
+    seconds: float  # since the evaluation began
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the pace so far; None before a range is done."""
+        if not self.ranges_done:
+            return None
+        return self.seconds / self.ranges_done * (self.ranges - self.ranges_done)
+
+
+Progress = Callable[[EvaluationProgress], None]
 
 
 def push(
@@ -163,13 +193,14 @@ def push(
     bundle: Bundle | None = None,
     actor: Actor | None = None,
     rollback_to: ConfigVersion | None = None,
+    progress: Progress | None = None,
 ) -> PushPlan:
     """Apply `config` (or, with dry_run, only say what applying it would do).
 
     `bundle` is the config's files, stored as a new version when they differ from the live
     one: by default the bundle it was loaded from, else its folder's (a config built in code,
     with no file, is applied without a version). `rollback_to` is a stored version applied
-    again: no new version is made.
+    again: no new version is made. `progress` hears how the evaluation of segments goes.
     """
     now = now or timezone.now()
     actor = actor or Actor.local()
@@ -198,6 +229,7 @@ def push(
                 check_template(content, config.base_dir)
             except RenderError as exc:
                 raise PushError(f"{section}.{content.name}: {exc}") from exc
+    plan.warnings = _check_code(config)
     with transaction.atomic():
         live = current_version()
         _diff_email_provider(config, plan)
@@ -213,7 +245,7 @@ def push(
         )
         changed_segments = _sync_segments(config, plan, now)
         touched_campaigns, changed_flows = _sync_campaigns(config, plan, now)
-        _evaluate(config, plan, changed_segments, touched_campaigns, now)
+        _evaluate(config, plan, changed_segments, touched_campaigns, now, progress)
         _check_in_flight(config, plan, changed_flows, now)
         if bundle is not None:
             _diff_files(bundle, live, plan)
@@ -249,6 +281,16 @@ def push(
                 # a push is a config change, and sends nothing itself.
                 transaction.on_commit(lambda: enqueue("run_due_cursors"))
     return plan
+
+
+def _check_code(config: Config) -> list[str]:
+    """Read the flows and templates for mistakes that would show only when a user reaches them;
+    refuse the config on any, before anything is applied. Returns the warnings."""
+    findings = check_flows(config) + missing_templates(config)
+    errors = [str(f) for f in findings if not f.warning]
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return [str(f) for f in findings if f.warning]
 
 
 def _bundle_of(config: Config) -> Bundle | None:
@@ -365,7 +407,13 @@ def _diff_files(bundle: Bundle, live: ConfigVersion | None, plan: PushPlan) -> N
 # The three ways in: a config on this machine, a bundle sent over HTTP, a stored version.
 
 
-def push_location(location: str, *, dry_run: bool = False, actor: Actor | None = None) -> PushPlan:
+def push_location(
+    location: str,
+    *,
+    dry_run: bool = False,
+    actor: Actor | None = None,
+    progress: Progress | None = None,
+) -> PushPlan:
     """Push the config at `location` on this machine (`manage.py segflow_push`)."""
     actor = actor or Actor.local()
     audit = Audit(actor, "push", dry_run, location=location)
@@ -375,7 +423,7 @@ def push_location(location: str, *, dry_run: bool = False, actor: Actor | None =
         audit.saw(bundle)
         with _cache(dry_run) as root:
             config = _load_here(bundle, location, root)
-            return push(config, dry_run=dry_run, bundle=bundle, actor=actor)
+            return push(config, dry_run=dry_run, bundle=bundle, actor=actor, progress=progress)
 
     return audit.run(run)
 
@@ -394,7 +442,11 @@ def push_bundle(bundle: Bundle, *, dry_run: bool = False, actor: Actor) -> PushP
 
 
 def rollback(
-    to: int | None = None, *, dry_run: bool = False, actor: Actor | None = None
+    to: int | None = None,
+    *,
+    dry_run: bool = False,
+    actor: Actor | None = None,
+    progress: Progress | None = None,
 ) -> PushPlan:
     """Apply again a stored version: `to`, or else the one live before the current one."""
     actor = actor or Actor.local()
@@ -406,7 +458,9 @@ def rollback(
         audit.saw(bundle)
         with _cache(dry_run) as root:
             config = load_bundle(bundle, root=root)
-            return push(config, dry_run=dry_run, actor=actor, rollback_to=version)
+            return push(
+                config, dry_run=dry_run, actor=actor, rollback_to=version, progress=progress
+            )
 
     return audit.run(run)
 
@@ -655,10 +709,17 @@ def _evaluate(
     changed_segments: list[Segment],
     touched_campaigns: list[Campaign],
     now: datetime,
+    progress: Progress | None = None,
 ) -> None:
     campaign_changes: dict[str, audience.AudienceChange] = {}
+    tracker = (
+        _Tracker(progress, len(changed_segments))
+        if progress is not None and changed_segments
+        else None
+    )
     for row in changed_segments:
-        count, changes = refresh_segment(row, config.segments[row.name], now)
+        on_range = tracker.on_range(row.name) if tracker is not None else None
+        count, changes = refresh_segment(row, config.segments[row.name], now, on_range=on_range)
         line = plan.find("Segments", row.name)
         line.detail += f", {count.entered} user(s) entered, {count.left} left"
         for name, change in changes.items():
@@ -676,6 +737,44 @@ def _evaluate(
                 plan.add("Campaigns", "~", name, f"audience changed, {detail}")
         else:
             line.detail += f", {detail}"
+
+
+class _Tracker:
+    """Counts the ranges done across all the segments a push evaluates, for its `progress`."""
+
+    def __init__(self, progress: Progress, segments_count: int) -> None:
+        self.progress = progress
+        self.segments = segments_count
+        # Every segment is evaluated over the same ranges: the push holds its transaction.
+        self.ranges_each = len(segments.user_id_ranges())
+        self.started = time.monotonic()
+        self.segments_done = self.ranges_done = self.entered = self.left = 0
+
+    def on_range(self, name: str) -> Callable[[segments.IdRange, segments.RefreshCount], None]:
+        done_here = 0
+
+        def report(_: segments.IdRange, count: segments.RefreshCount) -> None:
+            nonlocal done_here
+            done_here += 1
+            self.ranges_done += 1
+            self.entered += count.entered
+            self.left += count.left
+            if done_here == self.ranges_each:
+                self.segments_done += 1
+            self.progress(
+                EvaluationProgress(
+                    segment=name,
+                    segments_done=self.segments_done,
+                    segments=self.segments,
+                    ranges_done=self.ranges_done,
+                    ranges=self.ranges_each * self.segments,
+                    entered=self.entered,
+                    left=self.left,
+                    seconds=time.monotonic() - self.started,
+                )
+            )
+
+        return report
 
 
 def _add_change(into: dict, name: str, change: audience.AudienceChange) -> None:

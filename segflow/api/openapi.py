@@ -586,6 +586,11 @@ class Plan(Closed):
     rollback_to = serializers.IntegerField(
         allow_null=True, help_text="The version a rollback applied again."
     )
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the push found risky in the flows but did not refuse, each "
+        "`file:line: ...` (a flow reading the clock or `random`, which replay runs again).",
+    )
 
 
 PUSH_ERRORS = {
