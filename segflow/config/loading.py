@@ -491,7 +491,7 @@ def _frequency_cap(raw: Any, path: str) -> FrequencyCapDef:
     if isinstance(emails, bool) or not isinstance(emails, int) or emails < 1:
         raise ConfigError(
             f"{path}.emails: must be a whole number of at least 1 (the most campaign emails a "
-            f"user gets within `within`), got {emails!r}"
+            f"user gets within 'within'), got {emails!r}"
         )
     if not isinstance(within, timedelta) or within.total_seconds() < 1:
         raise ConfigError(
