@@ -245,6 +245,17 @@ class CampaignAdmin(CodeDefinedAdmin):
             "errors": errors,
             "email_figures": p.email_figures,
             "email_rows": email_rows,
+            "splits": [
+                {
+                    "name": split.name,
+                    "users": split.users,
+                    "branches": [
+                        {"branch": branch, "n": n, "share": f"{split.share(branch):.1%}"}
+                        for branch, n in split.branches.items()
+                    ],
+                }
+                for split in p.splits
+            ],
             "chart": bar_chart(groups, ["users entered", "emails sent"]),
             "flow_known": self.flow_lookup is not None,
         }

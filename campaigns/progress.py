@@ -86,6 +86,21 @@ class EmailFigures:
 
 
 @dataclass
+class SplitFigures:
+    """The users an `rt.split` of the flow put in each branch."""
+
+    name: str  # the split's `name`, "" for an unnamed one
+    branches: dict[str, int]
+
+    @property
+    def users(self) -> int:
+        return sum(self.branches.values())
+
+    def share(self, branch: str) -> float:
+        return self.branches.get(branch, 0) / self.users if self.users else 0.0
+
+
+@dataclass
 class Day:
     day: date
     entries: int
@@ -101,6 +116,7 @@ class Progress:
     emails: list[EmailFigures]
     email_figures: list[str]  # the columns worth showing
     days: list[Day]
+    splits: list[SplitFigures] = field(default_factory=list)
 
     @property
     def entered(self) -> int:
@@ -118,6 +134,7 @@ def progress(campaign: Campaign, flow: Flow | None = None, now: datetime | None 
         Want("emails", campaign.name),
         Want("email_reasons", campaign.name),
         Want("sends", campaign.name, since=since),
+        Want("branches", owner),
     )
     by_kind: dict[str, list[tuple[Any, int]]] = defaultdict(list)
     for key, n in counts.items():
@@ -145,7 +162,19 @@ def progress(campaign: Campaign, flow: Flow | None = None, now: datetime | None 
         emails=emails,
         email_figures=columns,
         days=_days(now, by_kind["entries"], by_kind["sends"]),
+        splits=_splits(by_kind["branches"]),
     )
+
+
+def _splits(branches) -> list[SplitFigures]:
+    splits: dict[str, SplitFigures] = {}
+    for key, n in branches:
+        if n:
+            split = splits.setdefault(key.a, SplitFigures(key.a, {}))
+            split.branches[key.b] = split.branches.get(key.b, 0) + n
+    for split in splits.values():
+        split.branches = dict(sorted(split.branches.items()))
+    return [splits[name] for name in sorted(splits)]
 
 
 def _email_figures(campaign: Campaign, by_kind) -> tuple[list[EmailFigures], list[str]]:

@@ -18,7 +18,7 @@ from django.utils import timezone
 
 from delivery.models import OutboxEmail
 from delivery.outbox import EmailOrigin, OutboxWriter
-from segflow.config import CampaignDef, Config
+from segflow.config import CampaignDef, Config, user_zone
 from segflow.db import lock_users
 from segflow.models import User
 from segflow.users import mark_attributes_changed
@@ -67,9 +67,19 @@ class _Performer:
         now: datetime,
         emails: OutboxWriter,
         due_since: datetime,
+        definition: CampaignDef | None = None,
     ) -> None:
         self.config, self.cursor, self.user, self.index = config, cursor, user, index
         self.now, self.emails, self.due_since = now, emails, due_since
+        self.definition = definition
+
+    @property
+    def campaign(self) -> str:
+        return self.cursor.campaign.name
+
+    @property
+    def user_id(self) -> str:
+        return self.user.pk
 
     def send_email(self, template: str) -> SendEmailResult | NotYet:
         content = self.config.templates.get(template)
@@ -81,7 +91,7 @@ class _Performer:
         origin = EmailOrigin.campaign_step(
             self.cursor.campaign.name, self.cursor.pk, self.index, template
         )
-        not_yet = self._waiting_for_address(origin)
+        not_yet = self._waiting_for_window(origin) or self._waiting_for_address(origin)
         if not_yet is not None:
             return not_yet
         row = self.emails.queue(content, self.user, origin)
@@ -91,6 +101,25 @@ class _Performer:
             status=row.status,
             reason=row.reason,
             outbox_id=row.pk,
+        )
+
+    def _waiting_for_window(self, origin: EmailOrigin) -> NotYet | None:
+        """Outside the campaign's send window, in the user's time zone, the email waits for the
+        window to open: the cursor is due again then, and the step is tried as if for the first
+        time (the user's zone and the window are read again)."""
+        window = self.definition.send_window if self.definition is not None else None
+        if window is None or origin.key in self.emails.existing:
+            return None
+        zone = user_zone(
+            self.user.attributes or {}, self.config.timezone_attribute, self.config.default_timezone
+        )
+        opening = window.next_opening(self.now, zone)
+        if opening is None:
+            return None
+        return NotYet(
+            retry_at=opening,
+            reason=f"outside the send window ({window}, {zone.key}); it opens at "
+            f"{opening:%Y-%m-%d %H:%M} UTC",
         )
 
     def _waiting_for_address(self, origin: EmailOrigin) -> NotYet | None:
@@ -257,6 +286,7 @@ def _advance_locked(
             cursor, users[cursor.user_id], definition, config, now, emails, steps
         )
     CursorStep.objects.bulk_create(steps)
+    tallies.note_steps(steps)
     _save_cursors([cursor for cursor, _ in runnable])
     emails.deliver_after_commit()
     for cursor, _ in runnable:
@@ -330,7 +360,7 @@ def _run_steps(
             break
         try:
             outcome: StepOutcome = step.perform(
-                _Performer(config, cursor, user, index, now, emails, due_since)
+                _Performer(config, cursor, user, index, now, emails, due_since, definition)
             )
         except StepError as exc:
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
