@@ -229,6 +229,7 @@ def _advance_locked(
     outcomes: dict[int, Advanced] = {}
     runnable = []
     flow_configs: dict[int, Config] = {}  # cursors pinned to an older version's flow
+    versions: dict[int, Config | ConfigError] = {}
     for cursor in cursors:
         cursor.campaign = campaigns[cursor.campaign_id]
         if cursor.status != Cursor.Status.ACTIVE:
@@ -236,7 +237,7 @@ def _advance_locked(
         elif cursor.due_at is None or cursor.due_at > now:
             outcomes[cursor.pk] = Advanced.NOT_DUE
         elif cursor.pinned_version not in (None, config.version):
-            pinned = _pinned_flow(cursor)
+            pinned = _pinned_flow(cursor, versions)
             if pinned is None:
                 outcomes[cursor.pk] = Advanced.CONFIG_MISMATCH
             else:
@@ -279,17 +280,25 @@ def _advance_locked(
     return outcomes
 
 
-def _pinned_flow(cursor: Cursor) -> tuple[CampaignDef, Config] | None:
+def _pinned_flow(
+    cursor: Cursor, versions: dict[int, Config | ConfigError]
+) -> tuple[CampaignDef, Config] | None:
     """The flow of the version a cursor is pinned to, with that version's config (its
-    templates); None, logged, when this process cannot load it."""
-    try:
-        pinned = config_of(cursor.pinned_version)
-    except ConfigError as exc:
+    templates); None, logged, when this process cannot load it. `versions`: those the batch
+    has looked up already."""
+    number = cursor.pinned_version
+    if number not in versions:
+        try:
+            versions[number] = config_of(number)
+        except ConfigError as exc:
+            versions[number] = exc
+    pinned = versions[number]
+    if isinstance(pinned, ConfigError):
         logger.warning(
             "cursor %s left waiting: it runs the flow of version %s, which does not load here: %s",
             cursor.pk,
-            cursor.pinned_version,
-            exc,
+            number,
+            pinned,
         )
         return None
     definition = pinned.campaigns.get(cursor.campaign.name)

@@ -360,3 +360,59 @@ def test_a_recorded_patch_the_code_no_longer_has_diverges():
 def test_rt_patched_needs_an_id():
     with pytest.raises(ValueError, match="patch id"):
         Runtime().patched("")
+
+
+def test_a_pinned_cursor_whose_version_does_not_load_waits_until_it_does(
+    two_in_flight, clock, caplog
+):
+    push_command(two_in_flight(config_text(NEWS, "keep_old")))
+    stored = ConfigVersion.objects.get(number=1)
+    good = dict(stored.files)
+    ConfigVersion.objects.filter(number=1).update(
+        files={**good, "segflow_config.py": "import a_module_nobody_installed\n"},
+        fingerprint="f" * 64,
+    )
+    clock.advance_and_tick(days=1, hours=1)
+    assert sent("early") == ["welcome", "tips"]  # not bye, and not the new flow's steps
+    assert cursor_of("early").status == Cursor.Status.ACTIVE
+    assert "runs the flow of version 1, which does not load here" in caplog.text
+    ConfigVersion.objects.filter(number=1).update(files=good, fingerprint=stored.fingerprint)
+    clock.advance_and_tick(hours=1)  # once the schedule's claim on it lapses
+    assert sent("early") == ["welcome", "tips", "bye"]
+
+
+def _code_config(flow, on_change: str):
+    return validate_config(
+        {
+            "templates": {
+                name: {"subject": name, "html": lambda user: "<p>hi</p>"}
+                for name in ("welcome", "tips", "news", "bye")
+            },
+            "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+            "campaigns": {"c": {"segments": ["all"], "flow": flow, "on_change": on_change}},
+        }
+    )
+
+
+def _news(ctx, rt):
+    yield rt.send_email("welcome")
+    yield rt.wait(days=1)
+    yield rt.send_email("news")
+
+
+def test_keep_old_without_a_stored_version_ends_and_says_why(pushed, clock):
+    join("a")
+    pushed(_code_config(_tips, "keep_old"))
+    clock.advance_and_tick(days=1, hours=1)
+    assert sent("a") == ["welcome", "tips"]
+    plan = pushed(_code_config(_news, "keep_old"))
+    assert plan.in_flight["c"].as_json() == {
+        "on_change": "keep_old",
+        "continue": 0,
+        "restart": 0,
+        "keep_old": 0,
+        "end": 1,
+    }
+    cursor = cursor_of("a")
+    assert cursor.status == Cursor.Status.DIVERGED
+    assert "not stored as a version" in cursor.end_reason
