@@ -66,7 +66,7 @@ def describe(number: int | None) -> str:
     """`version 7 (commit 1a2b3c4d5e6f)` for people: the commit from the stored version, or,
     once it was pruned, from the audit of the push that made it."""
     if number is None:
-        return "no pushed version (a config not pushed as files)"
+        return "not recorded (made before versions were, or by a config not pushed as files)"
     commit, dirty = (
         ConfigVersion.objects.filter(number=number).values_list("git_commit", "git_dirty").first()
         or PushAttempt.objects.filter(version_number=number, dry_run=False)

@@ -22,8 +22,9 @@ from delivery.models import OutboxEmail
 from segflow.api_keys import create_api_key
 from segflow.client import collect_bundle
 from segflow.config import ConfigError, validate_config
-from segflow.models import ConfigVersion
+from segflow.models import ConfigVersion, PushAttempt
 from segflow.users import put_user
+from segflow.versions import describe as describe_version
 
 from .conftest import sent
 
@@ -195,6 +196,9 @@ def test_on_change_keep_old_finishes_the_old_flow_for_those_who_diverge(
     # Once nobody runs it, the next push prunes version 1.
     push_command(two_in_flight(config_text(TIPS, "keep_old")))
     assert 1 not in ConfigVersion.objects.values_list("number", flat=True)
+    # Its rows still say which commit made them: the push's audit keeps it.
+    PushAttempt.objects.filter(version_number=1).update(git_commit="b" * 40)
+    assert describe_version(1) == "version 1 (commit bbbbbbbbbbbb)"
 
 
 def test_keep_old_survives_another_push_and_a_process_that_loads_the_old_version(
