@@ -16,6 +16,7 @@ from django.utils.timezone import localtime
 from delivery.models import OutboxEmail
 from segflow.admin_base import Bar, CodeDefinedAdmin, ReadOnlyAdmin, bar_chart, status_badge
 from segflow.paginators import CappedPaginator
+from segflow.versions import config_of
 
 from . import progress
 from .models import Campaign, Cursor
@@ -261,6 +262,15 @@ class CampaignAdmin(CodeDefinedAdmin):
         }
 
 
+def _pinned_flow(cursor: Cursor):
+    """The old flow a push left the cursor on, for the lines of its steps (None if gone)."""
+    try:
+        definition = config_of(cursor.pinned_version).campaigns.get(cursor.campaign.name)
+    except Exception:  # a version that does not load shows no lines, never a broken page
+        return None
+    return definition.flow if definition is not None else None
+
+
 @admin.register(Cursor)
 class CursorAdmin(ReadOnlyAdmin):
     list_display = (
@@ -322,6 +332,8 @@ class CursorAdmin(ReadOnlyAdmin):
         if cursor is not None:
             lookup = CampaignAdmin.flow_lookup
             flow = lookup(cursor.campaign) if lookup else None
+            if cursor.pinned_version is not None:
+                flow = _pinned_flow(cursor)
             context["story"] = progress.cursor_story(cursor, flow)
             context["status_badge"] = status_badge(cursor.status, cursor.get_status_display())
         return super().change_view(request, object_id, form_url, context)

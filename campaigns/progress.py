@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from segflow.config.introspection import literal_send_email_templates
 from segflow.tallies import Want, hour_of, read
+from segflow.versions import describe as describe_version
 
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
 from .models import Campaign, Cursor, CursorStep
@@ -346,6 +347,7 @@ class StoryStep:
     code: str = ""
     email: Any = None  # the outbox row the step wrote, if any
     until: datetime | None = None  # a wait: when it ends
+    version: str = ""  # the pushed version whose flow performed it
 
 
 @dataclass
@@ -353,6 +355,7 @@ class Story:
     steps: list[StoryStep]
     waiting: str  # what the cursor waits for now, "" once it ended
     due_at: datetime | None
+    runs_on: str = ""  # whose flow it runs: the live version's, or an old one a push kept
 
 
 def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
@@ -369,8 +372,12 @@ def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
         )
     }
     steps = []
+    described: dict[int | None, str] = {}
     for position, record in enumerate(records):
         step = StoryStep(record.index, record.created_at, record.kind, "")
+        if record.config_version not in described:
+            described[record.config_version] = describe_version(record.config_version)
+        step.version = described[record.config_version]
         if record.kind == "send_email":
             template = record.args.get("template", "")
             step.email = emails.get(record.index)
@@ -394,4 +401,11 @@ def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
     waiting = ""
     if cursor.status == Cursor.Status.ACTIVE:
         waiting = position_label(history)
-    return Story(steps=steps, waiting=waiting, due_at=cursor.due_at)
+    if cursor.pinned_version is not None:
+        runs_on = (
+            f"the flow of {describe_version(cursor.pinned_version)}, kept for it by a push "
+            "that changed the flow (on_change='keep_old') until it finishes"
+        )
+    else:
+        runs_on = "the flow of the live version"
+    return Story(steps=steps, waiting=waiting, due_at=cursor.due_at, runs_on=runs_on)

@@ -208,8 +208,39 @@ class Split(Step):
         return StepOutcome(result=branch, recorded_result=branch)
 
 
+@step_kind
+@dataclass(frozen=True)
+class Patched(Step):
+    """`if (yield rt.patched("id")):` — True for a user who reaches this point while the code
+    that has it runs, False on replay of steps recorded before it was pushed.
+
+    Performed live it is recorded (so it replays True). On replay a recorded step in its place
+    that is not this patch means the user went past this point before the patch: the flow gets
+    False and the same record is matched against the flow's next step (`absent_result`)."""
+
+    kind: ClassVar[str] = "patched"
+    patch_id: str
+
+    # What the flow gets on replay where the history has no record of this step.
+    absent_result: ClassVar[object] = False
+
+    def describe(self) -> str:
+        return f"patched({self.patch_id!r})"
+
+    def result_from_record(self, recorded: Any) -> bool:
+        return bool(recorded)
+
+    def perform(self, performer: StepPerformer) -> StepOutcome:
+        return StepOutcome(result=True, recorded_result=True)
+
+
 class Runtime:
     """The `rt` a flow receives: it builds steps for the flow to yield."""
+
+    def patched(self, patch_id: str) -> Patched:
+        if not isinstance(patch_id, str) or not patch_id:
+            raise ValueError(f"rt.patched needs a patch id, got {patch_id!r}")
+        return Patched(patch_id=patch_id)
 
     def send_email(self, template_id: str) -> SendEmail:
         if not isinstance(template_id, str) or not template_id:

@@ -42,15 +42,25 @@ class EmailOrigin:
     step_index: int | None = None
     transaction_name: str = ""
     event: Event | None = None
+    # The pushed version whose flow sent it, when not the writer's config's (an old flow).
+    config_version: int | None = None
 
     @classmethod
-    def campaign_step(cls, campaign: str, cursor_id: int, step_index: int, template: str):
+    def campaign_step(
+        cls,
+        campaign: str,
+        cursor_id: int,
+        step_index: int,
+        template: str,
+        config_version: int | None = None,
+    ):
         return cls(
             key=f"campaign:{cursor_id}:{step_index}",
             template_name=template,
             campaign_name=campaign,
             cursor_id=cursor_id,
             step_index=step_index,
+            config_version=config_version,
         )
 
     @classmethod
@@ -155,6 +165,9 @@ def _new_row(
         event=origin.event,
         created_at=now,
         updated_at=now,
+        config_version=(
+            origin.config_version if origin.config_version is not None else config.version
+        ),
     )
     if not row.to_address:
         # No address, or an attribute that is not exactly one bare address: nothing is sent.

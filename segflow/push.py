@@ -25,7 +25,7 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from campaigns import audience, runner
@@ -90,6 +90,39 @@ class PlanLine:
         return f"  {self.sign} {self.name}{': ' + self.detail if self.detail else ''}"
 
 
+@dataclass
+class InFlight:
+    """What a push that changes a campaign's flow does with the users in the middle of it."""
+
+    on_change: str
+    old_version: int | None  # the version whose flow they ran until now, if stored
+    continued: int = 0  # replay cleanly: go on with the new flow
+    restarted: int = 0
+    kept_old: int = 0
+    ended: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.continued + self.restarted + self.kept_old + self.ended
+
+    def describe(self) -> str:
+        old = f"version {self.old_version}" if self.old_version else "the old version"
+        return (
+            f"{self.total} user(s) in flight, on_change={self.on_change!r}: "
+            f"{self.continued} continue on the new flow, {self.restarted} restart from the top, "
+            f"{self.kept_old} stay on {old}, {self.ended} end"
+        )
+
+    def as_json(self) -> dict:
+        return {
+            "on_change": self.on_change,
+            "continue": self.continued,
+            "restart": self.restarted,
+            "keep_old": self.kept_old,
+            "end": self.ended,
+        }
+
+
 SECTIONS = ("Email provider", "Templates", "Transactions", "Segments", "Campaigns", "Files")
 
 
@@ -103,6 +136,8 @@ class PushPlan:
     git_commit: str | None = None
     git_dirty: bool | None = None
     warnings: list[str] = field(default_factory=list)  # `file:line: ...`, shown, not refused
+    # Per campaign whose flow changed: what becomes of its users in flight.
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
 
     def add(self, section: str, sign: str, name: str, detail: str = "") -> PlanLine:
         line = PlanLine(sign, name, detail)
@@ -157,6 +192,7 @@ class PushPlan:
             "version": self.version,
             "rollback_to": self.rollback_to,
             "warnings": self.warnings,
+            "in_flight": {name: counts.as_json() for name, counts in self.in_flight.items()},
         }
 
 
@@ -246,7 +282,7 @@ def push(
         changed_segments = _sync_segments(config, plan, now)
         touched_campaigns, changed_flows = _sync_campaigns(config, plan, now)
         _evaluate(config, plan, changed_segments, touched_campaigns, now, progress)
-        _check_in_flight(config, plan, changed_flows, now)
+        _check_in_flight(config, plan, changed_flows, live, now)
         if bundle is not None:
             _diff_files(bundle, live, plan)
         version = None
@@ -275,6 +311,8 @@ def push(
         else:
             # This process runs what it pushed at once; the others load it when they next sync.
             fingerprint = bundle.fingerprint if bundle is not None else None
+            if bundle is not None:
+                running.version = plan.version
             transaction.on_commit(lambda: live_config.set(running, version=fingerprint))
             if not settings.SEGFLOW_TASKS_INLINE:
                 # Workers start the new cursors now. Embedded, the ticker does within a second:
@@ -384,7 +422,13 @@ def _prune_versions() -> None:
             kept.append(version_id)
             if len(kept) >= wanted:
                 break
-    ConfigVersion.objects.exclude(pk__in=kept).delete()
+    # The old flows users were left on (on_change="keep_old") stay until those users finish.
+    pinned = (
+        Cursor.objects.filter(status=Cursor.Status.ACTIVE, pinned_version__isnull=False)
+        .values_list("pinned_version", flat=True)
+        .distinct()
+    )
+    ConfigVersion.objects.exclude(pk__in=kept).exclude(number__in=list(pinned)).delete()
 
 
 def _diff_files(bundle: Bundle, live: ConfigVersion | None, plan: PushPlan) -> None:
@@ -786,27 +830,78 @@ def _add_change(into: dict, name: str, change: audience.AudienceChange) -> None:
 
 
 def _check_in_flight(
-    config: Config, plan: PushPlan, changed_flows: list[Campaign], now: datetime
+    config: Config,
+    plan: PushPlan,
+    changed_flows: list[Campaign],
+    live: ConfigVersion | None,
+    now: datetime,
 ) -> None:
-    """Replay the users already in a changed flow; end the cursors the new code diverges on."""
+    """Replay the users in a changed flow on the new code. Those it replays go on with it; the
+    others, as the campaign's `on_change` says: end, restart from the top, or keep the old flow
+    (the version live until now) until they finish. Users already left on an older version by
+    an earlier push keep theirs."""
+    old_number = live.number if live is not None else None
     for row in changed_flows:
         definition = config.campaigns[row.name]
-        clean = diverged = 0
-        active = Cursor.objects.filter(campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0)
+        counts = InFlight(on_change=definition.on_change, old_version=old_number)
+        on_live = Q(pinned_version__isnull=True)
+        if old_number is not None:
+            on_live |= Q(pinned_version=old_number)
+        active = Cursor.objects.filter(
+            on_live, campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0
+        )
         cursors = active.select_related("campaign").prefetch_related("steps")
         for cursor in cursors.iterator(chunk_size=500):
             reason = runner.replay_check(cursor, definition)
             if reason is None:
-                clean += 1
-                continue
-            diverged += 1
-            runner.end_cursor(cursor, Cursor.Status.DIVERGED, reason, now)
-            cursor.updated_at = now
-            cursor.save(
-                update_fields=["status", "due_at", "ended_at", "end_reason", "error", "updated_at"]
-            )
-        line = plan.find("Campaigns", row.name)
-        line.detail += (
-            f"; {clean + diverged} user(s) in flight: {clean} replay cleanly on the new flow, "
-            f"{diverged} diverge and end"
-        )
+                counts.continued += 1
+                if cursor.pinned_version is not None:
+                    cursor.pinned_version = None
+                    cursor.save(update_fields=["pinned_version"])
+            elif definition.on_change == "keep_old" and old_number is not None:
+                counts.kept_old += 1
+                cursor.pinned_version = old_number
+                cursor.save(update_fields=["pinned_version"])
+            elif definition.on_change == "restart":
+                counts.restarted += 1
+                _restart(cursor, reason, now)
+            else:
+                counts.ended += 1
+                if definition.on_change == "keep_old":
+                    reason += "; the old flow was not stored as a version, so it cannot go on"
+                _end_diverged(cursor, Cursor.Status.DIVERGED, reason, now)
+        plan.in_flight[row.name] = counts
+        plan.find("Campaigns", row.name).detail += f"; {counts.describe()}"
+
+
+def _end_diverged(cursor: Cursor, status: str, reason: str, now: datetime) -> None:
+    runner.end_cursor(cursor, status, reason, now)
+    cursor.updated_at = now
+    cursor.save(
+        update_fields=[
+            "status",
+            "due_at",
+            "ended_at",
+            "end_reason",
+            "error",
+            "entry_key",
+            "updated_at",
+        ]
+    )
+
+
+def _restart(cursor: Cursor, reason: str, now: datetime) -> Cursor:
+    """End the cursor and give its user a new one, due now, at the top of the new flow: a new
+    cursor has its own emails, so the flow sends again what it sends (docs/config.md)."""
+    cursor.entry_key = None  # the new cursor holds the user's place in the campaign
+    _end_diverged(cursor, Cursor.Status.RESTARTED, f"{reason}; restarted from the top", now)
+    return Cursor.objects.create(
+        campaign=cursor.campaign,
+        user_id=cursor.user_id,
+        status=Cursor.Status.ACTIVE,
+        entry_key=cursor.user_id,
+        step_count=0,
+        due_at=now,
+        created_at=now,
+        updated_at=now,
+    )

@@ -67,6 +67,9 @@ class CampaignConfig(TypedDict):
     behavior: Literal["static", "dynamic"]
     flow: Callable[..., Iterator[Any]]
     send_window: NotRequired[SendWindowConfig]
+    # What a push that changes the flow does with users whose steps the new flow no longer
+    # replays (see docs/config.md): "end" (the default), "restart" or "keep_old".
+    on_change: NotRequired[Literal["end", "restart", "keep_old"]]
 
 
 class TransactionConfig(TypedDict):
@@ -96,6 +99,7 @@ class ConfigError(Exception):
 
 PROVIDERS = ("postmark", "amazon_ses", "django")
 BEHAVIORS = ("static", "dynamic")
+ON_CHANGE = ("end", "restart", "keep_old")
 MAX_NAME_LENGTH = 255
 
 
@@ -189,6 +193,9 @@ class CampaignDef:
     source: str
     fingerprint: str
     flow_fingerprint: str
+    # Applied by the push that changes the flow, to the cursors that diverge; not part of the
+    # fingerprints: it changes nothing about how the campaign runs.
+    on_change: str = "end"
     send_window: SendWindowDef | None = None
 
 
@@ -212,6 +219,9 @@ class Config:
     # The files it was loaded from, when it was loaded from a pushed version's bundle
     # (segflow.config.bundle.Bundle): a push of this config stores those very files.
     bundle: Any = field(default=None, repr=False, compare=False)
+    # The number of the pushed version it was loaded from (ConfigVersion.number), once known:
+    # what outbox rows and cursor steps record as the version that made them.
+    version: int | None = field(default=None, compare=False)
 
     @cached_property
     def fingerprint(self) -> str:

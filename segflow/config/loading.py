@@ -24,6 +24,7 @@ from ..db import NAMED_PARAMETER
 from .definitions import (
     BEHAVIORS,
     MAX_NAME_LENGTH,
+    ON_CHANGE,
     PROVIDERS,
     CampaignDef,
     Config,
@@ -355,7 +356,7 @@ def _default_refresh() -> timedelta:
 def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     _require_mapping(raw, path)
     _reject_unknown_keys(
-        raw, path, {"segments", "exclude_segments", "behavior", "flow", "send_window"}
+        raw, path, {"segments", "exclude_segments", "behavior", "flow", "send_window", "on_change"}
     )
     segments = _segment_list(raw.get("segments"), f"{path}.segments", config, required=True)
     exclude = _segment_list(raw.get("exclude_segments", []), f"{path}.exclude_segments", config)
@@ -368,6 +369,12 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     behavior = raw.get("behavior", "static")
     if behavior not in BEHAVIORS:
         raise ConfigError(f"{path}.behavior: must be 'static' or 'dynamic', got {behavior!r}")
+    on_change = raw.get("on_change", "end")
+    if on_change not in ON_CHANGE:
+        raise ConfigError(
+            f"{path}.on_change: must be one of {', '.join(repr(m) for m in ON_CHANGE)}, "
+            f"got {on_change!r}"
+        )
     flow = raw.get("flow")
     if not inspect.isgeneratorfunction(flow):
         raise ConfigError(
@@ -401,6 +408,7 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
         fingerprint=fingerprint,
         flow_fingerprint=flow_fingerprint,
         send_window=send_window,
+        on_change=on_change,
     )
 
 
