@@ -272,6 +272,7 @@ def main() -> None:
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork", help="the workers' pool: prefork or threads")
     args = parser.parse_args()
     for segments in args.segments:
         with PostmarkStandIn() as standin:
@@ -281,7 +282,11 @@ def main() -> None:
                 "POSTMARK_SERVER_TOKEN": "bench-token",
             }
             deployment = Deployment(
-                scratch_dir(), config(segments), concurrency=args.concurrency, env=env
+                scratch_dir(),
+                config(segments),
+                concurrency=args.concurrency,
+                pool=args.pool,
+                env=env,
             )
             try:
                 client = deployment.up(
@@ -305,7 +310,7 @@ def main() -> None:
                 print(
                     f"{segments} segments, {args.users} users (process layout: gunicorn "
                     f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
-                    f"x {args.concurrency}, beat):",
+                    f"x {args.concurrency} ({args.pool}), beat):",
                     flush=True,
                 )
                 run = (deployment, api)

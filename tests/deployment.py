@@ -210,11 +210,12 @@ class Deployment:
         *,
         concurrency: int = 3,
         env: dict | None = None,
+        pool: str = "prefork",
         mysql_server: str = MYSQL_SERVER,
         redis_url: str = REDIS_URL,
     ) -> None:
         self.tmp = tmp_path
-        self.concurrency = concurrency
+        self.concurrency, self.pool = concurrency, pool
         self.mysql_server, self.redis_url = mysql_server, redis_url
         self.database = f"segflow_workers_{os.getpid()}"
         self.mail_dir = tmp_path / "mail"
@@ -279,6 +280,8 @@ class Deployment:
             "worker",
             "--concurrency",
             str(self.concurrency),
+            "--pool",
+            self.pool,
             "--hostname",
             f"{name}@%h",
             "--loglevel",
