@@ -77,7 +77,7 @@ def test_a_split_is_a_stable_hash_recorded_and_replayed(api, clock, write_config
     # New weights with the same branches replay: whoever was given a branch keeps it, though
     # the new weights would put nearly everyone in "b".
     plan = pushed(write_config(CONFIG.replace('{"a": 50, "b": 50}', '{"a": 1, "b": 1000}')))
-    assert "40 replay cleanly" in plan.render()
+    assert "40 continue on the new flow" in plan.render()
     clock.advance_and_tick(days=1)
     for user_id in USERS:
         assert sent(user_id, campaign_name="ab") == [f"mail-{given[user_id]}"], user_id
@@ -103,7 +103,7 @@ def test_a_split_whose_branches_change_diverges(api, clock, write_config, pushed
     pushed(write_config(CONFIG))
     put(api, "ann")
     plan = pushed(write_config(CONFIG.replace('{"a": 50, "b": 50}', '{"a": 50, "c": 50}')))
-    assert "1 diverge" in plan.render()
+    assert "1 end" in plan.render()
     cursor = Cursor.objects.get(user_id="ann", campaign__name="ab")
     assert cursor.status == "diverged" and "split({'a': 50, 'c': 50})" in cursor.end_reason
 

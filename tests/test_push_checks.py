@@ -33,6 +33,9 @@ from transactions.models import Transaction
 
 pytestmark = pytest.mark.django_db(transaction=True)
 
+# The kinds of step a flow may yield: `rt`'s public methods.
+STEP_NAMES = [name for name in vars(Runtime) if not name.startswith("_")]
+
 HEAD = """\
 import random
 import time
@@ -73,6 +76,7 @@ def onboarding(ctx, rt):
         yield rt.send_email("tips")
 
     yield from closing()
+
 
 
 def reminders(runtime, context):
@@ -205,7 +209,9 @@ REFUSED = {
             yield rt.send_email("welcome")
             yield 5  # <-
         """,
-        "yield 5: 5 is not a step; yield a step: rt.send_email(...), rt.wait(...)",
+        # Every step kind is offered, in name order (new kinds join the list by themselves).
+        "yield 5: 5 is not a step; yield a step: "
+        + ", ".join(f"rt.{name}(...)" for name in sorted(STEP_NAMES)),
     ),
     "yield a string": (
         """\
