@@ -121,6 +121,9 @@ REST_FRAMEWORK = {
 _configured_config = env.str("SEGFLOW_CONFIG", default="")
 SEGFLOW_CONFIG = _configured_config or str(BASE_DIR / "examples" / "segflow_config.py")
 SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
+# How long each process may go on using an API key it has read without reading it again: a
+# revoked key is refused by every process at most this many seconds after (0: read every request).
+SEGFLOW_API_KEY_CACHE_SECONDS = env.float("SEGFLOW_API_KEY_CACHE_SECONDS", default=1.0)
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
 # When the database or the broker is down, the API answers 503 with this Retry-After.
