@@ -8,7 +8,8 @@ Each request carries a fresh `message_id`, as `segflow.client` sends, for one of
 users. The work an event hands out after commit is not run: the hand-out is replaced by a no-op in
 this process (the schedule's sweep would pick it up), so only the ingest itself is measured.
 Prints requests per second and the CPU time this process spent per request (the database's is
-not in it); `--cprofile` prints the functions that took the most time.
+not in it) and the statements its connection sent per request (`SET autocommit` and `COMMIT`
+included, pings not); `--cprofile` prints the functions that took the most time.
 """
 
 from __future__ import annotations
@@ -45,6 +46,8 @@ def main() -> None:
         SECRET_KEY="profile-" + "x" * 40,
         ALLOWED_HOSTS="127.0.0.1",
         SECURE_SSL_REDIRECT="0",
+        # One connection for the whole run, so that its statement count covers every request.
+        CONN_MAX_AGE="86400",
         LOG_LEVEL="WARNING",
         DJANGO_SETTINGS_MODULE="segflow_project.settings",
     )
@@ -61,6 +64,7 @@ def run(args) -> None:
     django.setup()
     from django.core.management import call_command
     from django.core.wsgi import get_wsgi_application
+    from django.db import connection
 
     from segflow import dispatch
     from segflow.api_keys import create_api_key
@@ -116,17 +120,26 @@ def run(args) -> None:
         if not status[0].startswith(("200", "201")):
             raise SystemExit(f"{path}: {status[0]}")
 
+    def statements() -> int:
+        """Statements this process's connection has sent (SET autocommit and COMMIT too)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Questions'")
+            return int(cursor.fetchone()[1])
+
     for _ in range(200):  # warm up: imports, connections, caches
         one()
     for round_ in range(1, args.repeat + 1):
+        before = statements()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(args.requests):
             one()
         wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        sent = statements() - before - 1  # less the SHOW STATUS of `before`
         print(
             f"round {round_}: {args.requests} requests in {wall:.2f} s: "
             f"{args.requests / wall:,.0f} requests/s, {wall / args.requests * 1000:.2f} ms "
-            f"a request, {cpu / args.requests * 1000:.2f} ms CPU a request (this process)"
+            f"a request, {cpu / args.requests * 1000:.2f} ms CPU a request (this process), "
+            f"{sent / args.requests:.2f} statements a request"
         )
     if args.cprofile:
         profiler = cProfile.Profile()
