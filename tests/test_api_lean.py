@@ -146,7 +146,10 @@ def test_the_segment_track_call_takes_the_same_path(keyed):
     _, key = create_api_key("segment")
     v1 = APIClient(HTTP_AUTHORIZATION="Basic " + base64.b64encode(f"{key}:".encode()).decode())
     body = {"userId": "ann", "event": "purchase", "messageId": "s-1"}
-    assert send(v1, "POST", "/v1/track", body).json() == {"success": True}
+    assert send(v1, "POST", "/v1/identify", {"userId": "ann", "traits": {}}).status_code == 200
+    with CaptureQueriesContext(connection) as queries:
+        assert send(v1, "POST", "/v1/track", body).json() == {"success": True}
+    assert len(queries) == 4  # the key is kept since identify
     assert send(v1, "POST", "/v1/track", body).json() == {"success": True}
     assert list(Event.objects.values_list("user_id", "message_id")) == [("ann", "s-1")]
 
