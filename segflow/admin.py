@@ -22,6 +22,7 @@ from segments.admin import SegmentAdmin
 from segments.models import SegmentMembership
 
 from .admin_base import ReadOnlyAdmin, status_badge
+from .api_keys import revoke_api_keys
 from .live_config import live_config
 from .models import ApiKey, ConfigVersion, Event, Push, PushAttempt, User
 from .paginators import CappedPaginator
@@ -159,9 +160,7 @@ class ApiKeyAdmin(ReadOnlyAdmin):
 
     @admin.action(description="Revoke the selected keys")
     def revoke(self, request, queryset):
-        from django.utils import timezone
-
-        count = queryset.filter(revoked_at__isnull=True).update(revoked_at=timezone.now())
+        count = revoke_api_keys(queryset)
         self.message_user(request, f"{count} key(s) revoked.")
 
     def get_actions(self, request):

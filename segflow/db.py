@@ -8,11 +8,13 @@ written once.
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from typing import TYPE_CHECKING
 
-from django.db import connection
+from django.db import DatabaseError, connection
 from django.db.backends.signals import connection_created
+from django.db.backends.utils import CursorWrapper
 from django.dispatch import receiver
 
 if TYPE_CHECKING:
@@ -41,6 +43,31 @@ def lock_users(user_ids: Iterable[str]) -> dict[str, User]:
 def lock_user(user_id: str) -> User | None:
     """Lock one user (see `lock_users`); None if there is no such user."""
     return lock_users([user_id]).get(user_id)
+
+
+@contextmanager
+def plain_transaction() -> Iterator[CursorWrapper]:
+    """A transaction of a few raw statements, begun and committed by two statements of its own.
+
+    For short writes outside any atomic block: `transaction.atomic` switches autocommit off and
+    on again around its transaction, two round trips more. Django does not know of this
+    transaction, so nothing in it may use `transaction.atomic`; `transaction.on_commit` after it
+    runs at once, the transaction being committed.
+    """
+    if connection.in_atomic_block or not connection.get_autocommit():
+        raise RuntimeError("plain_transaction() runs only outside transaction.atomic")
+    with connection.cursor() as cursor:
+        # IMMEDIATE, as Django's own SQLite transactions here (settings/database.py).
+        cursor.execute("BEGIN IMMEDIATE" if connection.vendor == "sqlite" else "START TRANSACTION")
+        try:
+            yield cursor
+        except BaseException:
+            try:
+                cursor.execute("ROLLBACK")
+            except DatabaseError:
+                pass  # the connection is gone, and the transaction with it
+            raise
+        cursor.execute("COMMIT")
 
 
 def insert_ignore() -> str:

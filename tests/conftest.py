@@ -11,7 +11,7 @@ from hypothesis import settings as hypothesis_settings
 from rest_framework.test import APIClient
 
 from delivery.models import OutboxEmail
-from segflow.api_keys import create_api_key
+from segflow.api_keys import create_api_key, forget_api_keys
 from segflow.config import load_config
 from segflow.live_config import live_config
 from segflow.pipeline import tick
@@ -34,6 +34,14 @@ def _fresh_config():
     live_config.reset()
     yield
     live_config.reset()
+
+
+@pytest.fixture(autouse=True)
+def _fresh_api_keys():
+    # Each test's keys are read afresh: a key cached by an earlier test (its database gone) is not.
+    forget_api_keys()
+    yield
+    forget_api_keys()
 
 
 @pytest.fixture

@@ -13,16 +13,26 @@ from __future__ import annotations
 
 import sys
 
+from django.contrib.auth.middleware import AuthenticationMiddleware
+from django.contrib.messages.middleware import MessageMiddleware
+from django.contrib.sessions.middleware import SessionMiddleware
 from django.core.signals import got_request_exception
 from django.http import JsonResponse
+from django.middleware.csrf import CsrfViewMiddleware
 
 from .errors import outage_of, unavailable, unexpected
 
 API_PREFIX = "/api/"
+# The paths of API calls, authenticated by key: the admin's middleware has nothing to do there.
+KEYED_PREFIXES = (API_PREFIX, "/v1/")
 
 
 def is_api(request) -> bool:
     return request.path_info.startswith(API_PREFIX)
+
+
+def is_keyed(request) -> bool:
+    return request.path_info.startswith(KEYED_PREFIXES)
 
 
 def json_error(exc: BaseException | None, request) -> JsonResponse:
@@ -65,3 +75,35 @@ class ApiErrorsMiddleware:
             # a failing test shows the traceback.
             got_request_exception.send(sender=type(self), request=request)
         return response
+
+
+def _not_for_api_calls(middleware: type) -> type:
+    """`middleware` as it is, except that it does nothing for requests under /api/ and /v1/.
+
+    Sessions, CSRF, the logged-in staff user and messages are the admin's: an API call carries
+    a key, and reading a session, a CSRF cookie or a user for it is wasted work. A subclass, so
+    that Django's checks (the admin's, that its middleware is installed) still recognise it.
+    """
+
+    class Skipped(middleware):
+        def __call__(self, request):
+            if is_keyed(request):
+                return self.get_response(request)
+            return super().__call__(request)
+
+        if hasattr(middleware, "process_view"):
+
+            def process_view(self, request, view_func, view_args, view_kwargs):
+                if is_keyed(request):
+                    return None
+                return super().process_view(request, view_func, view_args, view_kwargs)
+
+    Skipped.__name__ = Skipped.__qualname__ = f"AdminOnly{middleware.__name__}"
+    Skipped.__doc__ = f"{middleware.__name__}, for everything but API calls (/api/, /v1/)."
+    return Skipped
+
+
+AdminOnlySessionMiddleware = _not_for_api_calls(SessionMiddleware)
+AdminOnlyCsrfViewMiddleware = _not_for_api_calls(CsrfViewMiddleware)
+AdminOnlyAuthenticationMiddleware = _not_for_api_calls(AuthenticationMiddleware)
+AdminOnlyMessageMiddleware = _not_for_api_calls(MessageMiddleware)

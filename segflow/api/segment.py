@@ -176,7 +176,11 @@ class SegmentView(APIView):
     def post(self, request):
         writes = Writes()
         self.read(request.data, writes)
-        user_service.store_events(writes.events, writes.patches)
+        if len(writes.events) == 1 and not writes.patches:
+            # One event (track, page, screen, alias): the single event's few statements.
+            user_service.store_event(writes.events[0])
+        else:
+            user_service.store_events(writes.events, writes.patches)
         return Response({"success": True})
 
     def read(self, data: Any, writes: Writes) -> None:

@@ -48,11 +48,13 @@ MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     # Serves the admin's static files from any WSGI server, gunicorn included.
     "whitenoise.middleware.WhiteNoiseMiddleware",
-    "django.contrib.sessions.middleware.SessionMiddleware",
+    # The admin's: sessions, CSRF, the staff user, messages. They skip /api/ and /v1/, whose
+    # calls carry an API key and need none of them.
+    "segflow.api.middleware.AdminOnlySessionMiddleware",
     "django.middleware.common.CommonMiddleware",
-    "django.middleware.csrf.CsrfViewMiddleware",
-    "django.contrib.auth.middleware.AuthenticationMiddleware",
-    "django.contrib.messages.middleware.MessageMiddleware",
+    "segflow.api.middleware.AdminOnlyCsrfViewMiddleware",
+    "segflow.api.middleware.AdminOnlyAuthenticationMiddleware",
+    "segflow.api.middleware.AdminOnlyMessageMiddleware",
     "django.middleware.clickjacking.XFrameOptionsMiddleware",
 ]
 
@@ -108,7 +110,8 @@ REST_FRAMEWORK = {
     # A key, of the scope the view needs (`ingest` unless it says otherwise).
     "DEFAULT_PERMISSION_CLASSES": ["segflow.api.permissions.HasKeyScope"],
     "DEFAULT_PARSER_CLASSES": ["segflow.api.parsers.StrictJSONParser"],
-    "DEFAULT_RENDERER_CLASSES": ["rest_framework.renderers.JSONRenderer"],
+    # DRF's JSONRenderer's bytes, written by orjson.
+    "DEFAULT_RENDERER_CLASSES": ["segflow.api.renderers.FastJSONRenderer"],
     "EXCEPTION_HANDLER": "segflow.api.errors.exception_handler",
     # Described by segflow/api/openapi.py; settings in settings/openapi.py.
     "DEFAULT_SCHEMA_CLASS": "drf_spectacular.openapi.AutoSchema",
@@ -121,6 +124,9 @@ REST_FRAMEWORK = {
 _configured_config = env.str("SEGFLOW_CONFIG", default="")
 SEGFLOW_CONFIG = _configured_config or str(BASE_DIR / "examples" / "segflow_config.py")
 SEGFLOW_CONFIG_IS_SET = bool(_configured_config)
+# How long each process may go on using an API key it has read without reading it again: a
+# revoked key is refused by every process at most this many seconds after (0: read every request).
+SEGFLOW_API_KEY_CACHE_SECONDS = env.float("SEGFLOW_API_KEY_CACHE_SECONDS", default=1.0)
 # Largest request body the API accepts, in bytes.
 SEGFLOW_MAX_BODY_BYTES = env.int("SEGFLOW_MAX_BODY_BYTES", default=256 * 1024)
 # When the database or the broker is down, the API answers 503 with this Retry-After.

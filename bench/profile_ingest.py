@@ -1,0 +1,166 @@
+#!/usr/bin/env python3
+"""What one event costs the web process: `POST /api/users/{id}/events` through Django's WSGI
+application in one process and one thread, on MariaDB, without Celery or gunicorn in between.
+
+    .venv/bin/python bench/profile_ingest.py [--requests 2000] [--repeat 3] [--cprofile]
+
+Each request carries a fresh `message_id`, as `segflow.client` sends, for one of 1,000 existing
+users. The work an event hands out after commit is not run: the hand-out is replaced by a no-op in
+this process (the schedule's sweep would pick it up), so only the ingest itself is measured.
+Prints requests per second and the CPU time this process spent per request (the database's is
+not in it) and the statements its connection sent per request (`SET autocommit` and `COMMIT`
+included, pings not); `--cprofile` prints the functions that took the most time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import cProfile
+import io
+import json
+import os
+import pstats
+import sys
+import time
+import uuid
+
+import MySQLdb
+from harness import ROOT
+
+USERS = 1000
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--requests", type=int, default=2000)
+    parser.add_argument("--repeat", type=int, default=3, help="timed rounds, each of --requests")
+    parser.add_argument("--cprofile", action="store_true", help="profile one more round")
+    parser.add_argument("--path", choices=["user-events", "v1-track"], default="user-events")
+    args = parser.parse_args()
+    database = f"segflow_profile_ingest_{os.getpid()}"
+    server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
+    server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
+    os.environ.update(
+        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}",
+        DEBUG="0",
+        SECRET_KEY="profile-" + "x" * 40,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
+        # One connection for the whole run, so that its statement count covers every request.
+        CONN_MAX_AGE="86400",
+        LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="segflow_project.settings",
+    )
+    sys.path.insert(0, str(ROOT))
+    try:
+        run(args)
+    finally:
+        server.cursor().execute(f"DROP DATABASE {database}")
+
+
+def run(args) -> None:
+    import django
+
+    django.setup()
+    from django.core.management import call_command
+    from django.core.wsgi import get_wsgi_application
+    from django.db import connection
+
+    from segflow import dispatch
+    from segflow.api_keys import create_api_key
+    from segflow.models import User
+
+    call_command("migrate", verbosity=0)
+    # Only the ingest is measured: what it hands out is left for the schedule.
+    dispatch._hand_out = lambda task_name, args: None
+    _, key = create_api_key("profile")
+    User.objects.bulk_create(User(id=f"user-{n}", attributes={}) for n in range(USERS))
+    application = get_wsgi_application()
+    counter = iter(range(10**9))
+
+    def one() -> None:
+        n = next(counter)
+        if args.path == "user-events":
+            path, authorization = f"/api/users/user-{n % USERS}/events", f"Bearer {key}"
+            body = {"name": "purchase", "attributes": {"amount": 5}, "message_id": uuid4()}
+        else:
+            path = "/v1/track"
+            authorization = "Basic " + _b64(f"{key}:")
+            body = {
+                "userId": f"user-{n % USERS}",
+                "event": "purchase",
+                "properties": {"amount": 5},
+                "messageId": uuid4(),
+            }
+        data = json.dumps(body).encode()
+        environ = {
+            "REQUEST_METHOD": "POST",
+            "PATH_INFO": path,
+            "SCRIPT_NAME": "",
+            "QUERY_STRING": "",
+            "SERVER_NAME": "127.0.0.1",
+            "SERVER_PORT": "8000",
+            "SERVER_PROTOCOL": "HTTP/1.1",
+            "HTTP_HOST": "127.0.0.1",
+            "HTTP_AUTHORIZATION": authorization,
+            "CONTENT_TYPE": "application/json",
+            "CONTENT_LENGTH": str(len(data)),
+            "wsgi.input": io.BytesIO(data),
+            "wsgi.url_scheme": "http",
+            "wsgi.errors": sys.stderr,
+            "wsgi.multithread": False,
+            "wsgi.multiprocess": False,
+            "wsgi.run_once": False,
+            "wsgi.version": (1, 0),
+        }
+        status = []
+        response = application(environ, lambda s, headers, exc_info=None: status.append(s))
+        b"".join(response)
+        response.close()
+        if not status[0].startswith(("200", "201")):
+            raise SystemExit(f"{path}: {status[0]}")
+
+    def statements() -> int:
+        """Statements this process's connection has sent (SET autocommit and COMMIT too)."""
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Questions'")
+            return int(cursor.fetchone()[1])
+
+    for _ in range(200):  # warm up: imports, connections, caches
+        one()
+    for round_ in range(1, args.repeat + 1):
+        before = statements()
+        wall, cpu = time.perf_counter(), time.process_time()
+        for _ in range(args.requests):
+            one()
+        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
+        sent = statements() - before - 1  # less the SHOW STATUS of `before`
+        print(
+            f"round {round_}: {args.requests} requests in {wall:.2f} s: "
+            f"{args.requests / wall:,.0f} requests/s, {wall / args.requests * 1000:.2f} ms "
+            f"a request, {cpu / args.requests * 1000:.2f} ms CPU a request (this process), "
+            f"{sent / args.requests:.2f} statements a request"
+        )
+    if args.cprofile:
+        profiler = cProfile.Profile()
+        profiler.enable()
+        for _ in range(args.requests):
+            one()
+        profiler.disable()
+        stats = pstats.Stats(profiler)
+        stats.sort_stats("cumulative").print_stats(40)
+        stats.sort_stats("tottime").print_stats(25)
+
+
+def uuid4() -> str:
+    return str(uuid.uuid4())
+
+
+def _b64(text: str) -> str:
+    import base64
+
+    return base64.b64encode(text.encode()).decode()
+
+
+if __name__ == "__main__":
+    main()
