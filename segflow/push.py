@@ -640,7 +640,8 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
                 changed_flows.append(row)
             Campaign.objects.filter(pk=row.pk).update(updated_at=now, **fields)
             row.refresh_from_db()
-            plan.add("Campaigns", "~", name, f"{', '.join(what)} changed")
+            # Nothing else differs: the goal changed (it is not stored, only fingerprinted).
+            plan.add("Campaigns", "~", name, f"{', '.join(what or ['goal'])} changed")
             touched.append(row)
     for name, row in stored.items():
         if name not in config.campaigns and row.active:

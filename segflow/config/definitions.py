@@ -54,6 +54,8 @@ class CampaignConfig(TypedDict):
     exclude_segments: NotRequired[list[str]]
     behavior: Literal["static", "dynamic"]
     flow: Callable[..., Iterator[Any]]
+    # An event name: a user who does it while in the campaign leaves it, converted.
+    goal: NotRequired[str]
 
 
 class TransactionConfig(TypedDict):
@@ -173,6 +175,7 @@ class CampaignDef:
     source: str
     fingerprint: str
     flow_fingerprint: str
+    goal: str | None = None
 
 
 @dataclass

@@ -350,7 +350,7 @@ def _default_refresh() -> timedelta:
 
 def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     _require_mapping(raw, path)
-    _reject_unknown_keys(raw, path, {"segments", "exclude_segments", "behavior", "flow"})
+    _reject_unknown_keys(raw, path, {"segments", "exclude_segments", "behavior", "flow", "goal"})
     segments = _segment_list(raw.get("segments"), f"{path}.segments", config, required=True)
     exclude = _segment_list(raw.get("exclude_segments", []), f"{path}.exclude_segments", config)
     overlap = set(segments) & set(exclude)
@@ -377,8 +377,15 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
                 f"{path}.flow: sends template {template!r}, which is not in templates "
                 f"(known: {', '.join(sorted(config.templates)) or 'none'})"
             )
+    goal = raw.get("goal")
+    if goal is not None and (
+        not isinstance(goal, str) or not goal.strip() or len(goal) > MAX_NAME_LENGTH
+    ):
+        raise ConfigError(f"{path}.goal: must be an event name, got {goal!r}")
     flow_fingerprint = sha256(flow_source)
-    fingerprint = sha256(json.dumps([segments, exclude, behavior, flow_fingerprint]))
+    # (A campaign without a goal keeps the fingerprint it had before goals existed.)
+    parts = [segments, exclude, behavior, flow_fingerprint] + ([goal] if goal else [])
+    fingerprint = sha256(json.dumps(parts))
     return CampaignDef(
         name=name,
         segments=tuple(segments),
@@ -388,6 +395,7 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
         source=flow_source,
         fingerprint=fingerprint,
         flow_fingerprint=flow_fingerprint,
+        goal=goal,
     )
 
 
