@@ -167,14 +167,16 @@ class _Performer:
 
 def came_due_at(cursor: Cursor) -> datetime:
     """When the cursor's next step came due: when its last recorded step was performed, or
-    later if that one paused the flow (a wait); for a cursor with no steps, when it began."""
+    later if that one paused the flow (a wait) or was resumed later (a wait for an event); for
+    a cursor with no steps, when it began."""
     records = list(cursor.steps.all())  # prefetched by the runner
     if not records:
         return cursor.created_at
     last = records[-1]
     step_class = STEP_KINDS.get(last.kind)
     try:
-        return step_class(**last.args).next_due(last.created_at)
+        step = step_class(**last.args)
+        return step.resumed_at(last.result) or step.next_due(last.created_at)
     except Exception:  # a kind or arguments this version does not know
         return last.created_at
 

@@ -139,6 +139,10 @@ class Step:
         finishes it (`resume`) before the flow goes on."""
         return False
 
+    def resumed_at(self, recorded: Any) -> datetime | None:
+        """When a step that was pending got its result (the step after it came due then)."""
+        return None
+
     def resume(self, performer: StepPerformer, recorded: Any, began_at: datetime) -> StepOutcome:
         """Finish a pending step begun at `began_at`: its result, to record in place of
         `recorded`, or (`recorded=False`) when to look again."""
@@ -250,6 +254,10 @@ class WaitForEvent(Step):
     def is_pending(self, recorded: Any) -> bool:
         return isinstance(recorded, dict) and "waiting" in recorded
 
+    def resumed_at(self, recorded: Any) -> datetime | None:
+        when = recorded.get("resumed_at") if isinstance(recorded, dict) else None
+        return datetime.fromisoformat(when) if when else None
+
     def perform(self, performer: StepPerformer) -> StepOutcome:
         return StepOutcome(
             result=None,
@@ -259,11 +267,17 @@ class WaitForEvent(Step):
 
     def resume(self, performer: StepPerformer, recorded: Any, began_at: datetime) -> StepOutcome:
         deadline = began_at + self.duration
+        resumed_at = performer.now.isoformat()
         found = performer.find_event(self.event, recorded["waiting"], deadline, self.where)
         if found is not None:
-            return StepOutcome(result=found, recorded_result={"event": found.to_record()})
+            return StepOutcome(
+                result=found,
+                recorded_result={"event": found.to_record(), "resumed_at": resumed_at},
+            )
         if performer.now >= deadline:
-            return StepOutcome(result=None, recorded_result={"event": None})
+            return StepOutcome(
+                result=None, recorded_result={"event": None, "resumed_at": resumed_at}
+            )
         # Woken by an event `where` turned down: wait on until the timeout.
         return StepOutcome(result=None, recorded_result=recorded, due_at=deadline, recorded=False)
 

@@ -225,7 +225,7 @@ def test_a_replay_gives_the_flow_the_same_event_or_none(setup, api):
     assert cursor("jon", "cart").status == Cursor.Status.COMPLETED
     record = CursorStep.objects.get(cursor=cursor("ida", "cart"), index=0)
     assert record.result["event"]["attributes"] == {"sku": "first"}
-    assert CursorStep.objects.get(cursor=cursor("jon", "cart"), index=0).result == {"event": None}
+    assert CursorStep.objects.get(cursor=cursor("jon", "cart"), index=0).result["event"] is None
 
 
 def test_a_cursor_run_again_and_again_resumes_once(setup, api):
@@ -337,3 +337,169 @@ def test_a_goal_is_part_of_the_campaign_and_a_changed_goal_is_pushed(write_confi
     assert changed.campaigns["cart"].goal is None
     plan = pushed(changed)
     assert "goal changed" in plan.render()
+
+
+# -- Exactly once, whatever the order ----------------------------------------------------------
+
+WATCH = """
+def watch(ctx, rt):
+    got = yield rt.wait_for_event("purchase", hours=3, where=lambda e: e.amount >= 50)
+    yield rt.send_email("got" if got else "none")
+
+html = lambda user: "<p>hi</p>"
+config = {
+    "templates": {name: {"subject": name, "html": html} for name in ("got", "none")},
+    "segments": {"watched": {"sql": "SELECT u.id FROM users u "
+                                    "WHERE JSON_EXTRACT(u.attributes, '$.watched') = 1"}},
+    "campaigns": {"watch": {"segments": ["watched"], "behavior": "static", "flow": watch}},
+}
+"""
+
+WATCHED = ("p", "q")
+
+
+def test_any_order_of_events_clock_moves_and_cursor_runs_resumes_each_wait_once(
+    write_config, pushed, clock, api
+):
+    from django.core import mail
+    from django.db import transaction
+    from hypothesis import HealthCheck, note, settings
+    from hypothesis import strategies as st
+    from hypothesis.stateful import (
+        RuleBasedStateMachine,
+        initialize,
+        invariant,
+        rule,
+        run_state_machine_as_test,
+    )
+
+    from campaigns import waits
+    from segflow.live_config import live_config
+    from segflow.models import Event, User
+    from segflow.pipeline import process_events
+
+    pushed(write_config(WATCH))
+    users = st.sampled_from(WATCHED)
+    amounts = st.sampled_from([10, 60, 80])
+
+    class Waits(RuleBasedStateMachine):
+        def __init__(self):
+            super().__init__()
+            User.objects.all().delete()
+            mail.outbox.clear()
+            clock.move_to(START)
+            self.answers: dict[str, int | None] = {}
+
+        @initialize(
+            before=st.lists(st.tuples(users, amounts), max_size=2),
+            late=st.lists(st.tuples(users, st.sampled_from([60, 80, 10])), max_size=2),
+        )
+        def users_enter(self, before, late):
+            for user_id, amount in before:  # processed before the wait began: never the answer
+                emit(api, user_id, "purchase", amount=amount, before=True)
+            for user_id in WATCHED:
+                put(api, user_id)
+            for user_id, amount in late:  # stored before it, processed after it: may be
+                Event.objects.create(
+                    user_id=user_id, name="purchase", attributes={"amount": amount}
+                )
+            clock.advance(seconds=1)
+            for user_id in WATCHED:
+                put(api, user_id, watched=1)
+
+        # -- operations --------------------------------------------------------------------
+
+        @rule(user_id=users, name=st.sampled_from(["purchase", "purchase", "click"]), a=amounts)
+        def an_event_arrives(self, user_id, name, a):
+            emit(api, user_id, name, amount=a)
+
+        @rule(user_id=users, a=amounts)
+        def an_event_is_stored_but_its_task_is_late(self, user_id, a):
+            Event.objects.create(user_id=user_id, name="purchase", attributes={"amount": a})
+
+        @rule()
+        def the_late_tasks_run(self):
+            late = Event.objects.filter(processed_at__isnull=True).values_list("pk", flat=True)
+            process_events(list(late))
+
+        @rule(user_id=users)
+        def a_processed_event_wakes_its_cursors_again(self, user_id):
+            events = list(Event.objects.filter(user_id=user_id, processed_at__isnull=False))
+            with transaction.atomic():
+                waits.events_processed(live_config.sync(), events, clock.now)
+
+        @rule(minutes=st.sampled_from([1, 20, 45, 90]))
+        def time_passes(self, minutes):
+            clock.advance(minutes=minutes)
+
+        @rule()
+        def the_schedule_ticks(self):
+            waiting = [user_id for user_id in WATCHED if self.waiting(user_id)]
+            tick()
+            # A matching event processed before this tick resumes the wait in it, not later.
+            for user_id in waiting:
+                if self.expected(user_id) is not None:
+                    assert sent(user_id) == ["got"]
+
+        @rule(user_id=users)
+        def a_worker_runs_the_cursor_again(self, user_id):
+            advance_cursors([cursor(user_id, "watch").pk])
+
+        # -- what must hold after every one of them ----------------------------------------
+
+        def waiting(self, user_id: str) -> bool:
+            record = CursorStep.objects.get(cursor=cursor(user_id, "watch"), index=0)
+            return "waiting" in record.result
+
+        def expected(self, user_id: str) -> Event | None:
+            """The first event that ends the user's wait among those processed so far (the
+            clock stands still between operations: the order of operations tells what was
+            processed before what, not the times)."""
+            began = CursorStep.objects.get(cursor=cursor(user_id, "watch"), index=0).created_at
+            matching = [
+                e
+                for e in Event.objects.filter(user_id=user_id, name="purchase").order_by("pk")
+                if not e.attributes.get("before")
+                and e.attributes["amount"] >= 50
+                and e.processed_at is not None
+                and e.processed_at <= began + timedelta(hours=3)
+            ]
+            return matching[0] if matching else None
+
+        @invariant()
+        def each_wait_ends_once_with_the_first_matching_event_or_at_its_timeout(self):
+            for user_id in WATCHED:
+                mine = cursor(user_id, "watch")
+                records = list(CursorStep.objects.filter(cursor=mine).order_by("index"))
+                emails = sent(user_id)
+                assert len(emails) <= 1
+                began = records[0].created_at
+                if "waiting" in records[0].result:
+                    assert emails == [] and len(records) == 1
+                    continue
+                got = records[0].result["event"]
+                answer = got["id"] if got else None
+                if user_id not in self.answers:
+                    # Just resumed, by the last operation: after everything it processed.
+                    first = self.expected(user_id)
+                    assert answer == (first.pk if first else None)
+                    self.answers[user_id] = answer
+                assert answer == self.answers[user_id]  # never resumed again
+                assert emails == ["got" if got else "none"]
+                if got is None:
+                    resumed_at = datetime.fromisoformat(records[0].result["resumed_at"])
+                    assert resumed_at >= began + timedelta(hours=3)  # not before the timeout
+                assert mine.status == Cursor.Status.COMPLETED
+
+        def teardown(self):
+            note(f"outbox: {list(OutboxEmail.objects.values_list('user_id', 'template_name'))}")
+
+    run_state_machine_as_test(
+        Waits,
+        settings=settings(
+            max_examples=50,
+            stateful_step_count=12,
+            deadline=None,
+            suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+        ),
+    )
