@@ -503,3 +503,27 @@ def test_any_order_of_events_clock_moves_and_cursor_runs_resumes_each_wait_once(
             suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
         ),
     )
+
+
+# -- The example's abandoned cart ------------------------------------------------------------
+
+
+def test_the_examples_abandoned_cart_reminds_the_idle_and_converts_buyers(pushed, clock, api):
+    pushed()  # examples/segflow_config.py
+    for user_id in ("idle", "buyer"):
+        put(api, user_id, name=user_id.title())
+        emit(api, user_id, "checkout_started", cart=["sku-1"])
+    assert cursor("idle", "abandoned-cart").status == Cursor.Status.ACTIVE
+    clock.advance(hours=3)
+    emit(api, "buyer", "purchase", amount=25)
+    assert cursor("buyer", "abandoned-cart").status == Cursor.Status.CONVERTED
+    clock.advance_and_tick(days=1)
+    assert sent("idle", campaign_name="abandoned-cart") == ["cart-reminder"]
+    assert sent("buyer", campaign_name="abandoned-cart") == []
+    reminder = OutboxEmail.objects.get(user_id="idle", template_name="cart-reminder")
+    assert reminder.subject == "You left something in your cart"
+    assert "Hi Idle" in reminder.html
+    clock.advance_and_tick(days=3)
+    assert cursor("idle", "abandoned-cart").status == Cursor.Status.COMPLETED
+    campaign = Campaign.objects.get(name="abandoned-cart")
+    assert counted_by_status(campaign) == {"converted": 1, "completed": 1}
