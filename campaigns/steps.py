@@ -282,22 +282,6 @@ class WaitForEvent(Step):
         return StepOutcome(result=None, recorded_result=recorded, due_at=deadline, recorded=False)
 
 
-def _duration(
-    name: str,
-    delta: timedelta | None,
-    weeks: float,
-    days: float,
-    hours: float,
-    minutes: float,
-    seconds: float,
-) -> timedelta:
-    duration = delta if delta is not None else timedelta()
-    duration += timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
-    if duration < timedelta():
-        raise ValueError(f"{name} needs a duration of zero or more, got {duration}")
-    return duration
-
-
 class Runtime:
     """The `rt` a flow receives: it builds steps for the flow to yield."""
 
@@ -316,7 +300,10 @@ class Runtime:
         minutes: float = 0,
         seconds: float = 0,
     ) -> Wait:
-        duration = _duration("rt.wait", delta, weeks, days, hours, minutes, seconds)
+        duration = delta if delta is not None else timedelta()
+        duration += timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if duration < timedelta():
+            raise ValueError(f"rt.wait needs a duration of zero or more, got {duration}")
         return Wait(seconds=duration.total_seconds())
 
     def wait_for_event(
@@ -335,7 +322,8 @@ class Runtime:
             raise ValueError(f"rt.wait_for_event needs an event name, got {name!r}")
         if where is not None and not callable(where):
             raise ValueError(f"rt.wait_for_event: where= must be a function, got {where!r}")
-        duration = _duration("rt.wait_for_event", timeout, weeks, days, hours, minutes, seconds)
-        if not duration:
-            raise ValueError("rt.wait_for_event needs a timeout, e.g. timeout=timedelta(days=3)")
+        duration = timeout if timeout is not None else timedelta()
+        duration += timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if duration <= timedelta():
+            raise ValueError(f"rt.wait_for_event needs a timeout of more than zero, got {duration}")
         return WaitForEvent(event=name, seconds=duration.total_seconds(), where=where)

@@ -246,6 +246,20 @@ def test_a_cursor_run_again_and_again_resumes_once(setup, api):
     assert CursorStep.objects.get(cursor=kim, index=0).result["event"]["attributes"] == {"sku": "K"}
 
 
+def test_the_timeout_is_given_like_a_waits_duration_and_must_be_more_than_zero():
+    from campaigns.steps import Runtime
+
+    rt = Runtime()
+    assert rt.wait_for_event("purchase", timeout=timedelta(days=3)).seconds == 3 * 86400
+    assert rt.wait_for_event("purchase", timedelta(hours=1), minutes=30).seconds == 5400
+    assert rt.wait_for_event("purchase", days=1, hours=2).seconds == 26 * 3600
+    for wrong in ({}, {"timeout": timedelta()}, {"hours": -1}):
+        with pytest.raises(ValueError, match="needs a timeout of more than zero"):
+            rt.wait_for_event("purchase", **wrong)
+    with pytest.raises(ValueError, match="needs an event name"):
+        rt.wait_for_event("", days=1)
+
+
 # -- ctx.now ---------------------------------------------------------------------------------
 
 
