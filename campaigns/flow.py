@@ -15,6 +15,7 @@ import inspect
 import traceback
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from typing import Any
 
 from segflow.attributes import FlowUser
@@ -27,10 +28,13 @@ MAX_ABSENT_IN_A_ROW = 100
 
 @dataclass
 class FlowContext:
-    """The `ctx` a flow receives."""
+    """The `ctx` a flow receives. `now` is the time of the step the flow is on its way to: when
+    it was performed, on replay (its record's time), so a flow that branches on it replays the
+    same way."""
 
     user: FlowUser
     campaign: str
+    now: datetime = field(default_factory=lambda: datetime.now(UTC))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -43,6 +47,15 @@ class RecordedStep:
     args: dict[str, Any]
     result: Any
     user_snapshot: dict[str, Any]
+    at: datetime | None = None  # when it was performed: ctx.now on replay
+
+
+@dataclass(frozen=True)
+class PendingStep:
+    """The recorded step the flow waits at, which has no result yet (see `Step.is_pending`)."""
+
+    step: Step
+    recorded: RecordedStep
 
 
 class FlowDiverged(Exception):
@@ -74,11 +87,13 @@ class FlowRun:
         attributes: dict[str, Any],
         history: list[RecordedStep],
         campaign: str = "",
+        now: datetime | None = None,
     ) -> None:
         self.user = FlowUser(user_id, {})
         self.context = FlowContext(user=self.user, campaign=campaign)
         self._finished = False
         self._to_send: Any = None
+        self.pending: PendingStep | None = None
         try:
             self._generator = flow(self.context, Runtime())
         except Exception as exc:
@@ -86,6 +101,7 @@ class FlowRun:
                 f"the flow raised {exc!r} when called", traceback.format_exc()
             ) from exc
         self._replay(history)
+        self.context.now = now or datetime.now(UTC)
         object.__setattr__(self.user, "_attributes", dict(attributes))
         object.__setattr__(self.user, "_live", True)
 
@@ -109,6 +125,8 @@ class FlowRun:
     def _replay(self, history: list[RecordedStep]) -> None:
         for index, recorded in enumerate(history):
             object.__setattr__(self.user, "_attributes", dict(recorded.user_snapshot))
+            if recorded.at is not None:  # (records read without their time keep the last one)
+                self.context.now = recorded.at
             step = self._advance()
             # A step the history may lack (rt.patched) stands aside for the record it meets.
             for _ in range(MAX_ABSENT_IN_A_ROW):
@@ -131,7 +149,10 @@ class FlowRun:
                     f"step {index + 1}: the flow now yields {step.describe()}, "
                     f"but this user's step {index + 1} was {_describe_record(recorded)}"
                 )
-            self._to_send = step.result_from_record(recorded.result)
+            if index == len(history) - 1 and step.is_pending(recorded.result):
+                self.pending = PendingStep(step, recorded)
+            else:
+                self._to_send = step.result_from_record(recorded.result)
 
     def next_step(self) -> NextStep:
         """Run the flow on to its next step, with the user's current attributes."""
@@ -139,8 +160,9 @@ class FlowRun:
         return NextStep(step=self._advance(), user_snapshot=snapshot)
 
     def step_done(self, step: Step, result: Any) -> None:
-        """Give the flow the result of the step it yielded last."""
+        """Give the flow the result of the step it yielded last (or of the pending one)."""
         self._to_send = result
+        self.pending = None
 
     def _advance(self) -> Step | None:
         if self._finished:

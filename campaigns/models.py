@@ -39,6 +39,7 @@ class Cursor(models.Model):
         # The labels are what every page shows, lower case like the rest of the admin's labels.
         ACTIVE = "active", "active"
         COMPLETED = "completed", "completed"
+        CONVERTED = "converted", "converted (reached the goal)"
         EXITED = "exited", "exited (left the audience)"
         DIVERGED = "diverged", "diverged (flow changed)"
         FAILED = "failed", "failed"

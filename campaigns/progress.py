@@ -260,6 +260,9 @@ def position_label(history: list[RecordedStep]) -> str:
         return f"waiting {duration(last.args.get('seconds', 0))}{after}"
     if last.kind == "send_email":
         return f'sent "{last.args.get("template")}"'
+    if last.kind == "wait_for_event":
+        seconds = last.args.get("seconds", 0)
+        return f'waiting up to {duration(seconds)} for "{last.args.get("event")}"{after}'
     return f"at {describe_record(last.kind, last.args)}{after}"
 
 
@@ -358,6 +361,13 @@ class Story:
     runs_on: str = ""  # whose flow it runs: the live version's, or an old one a push kept
 
 
+def _wait_result(result: Any) -> str:
+    if not isinstance(result, dict) or "waiting" in result:
+        return "waiting"
+    event = result.get("event")
+    return f"event {event['id']} at {event['timestamp']}" if event else "timed out"
+
+
 def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
     """The cursor's steps, oldest first, each with what it did and the line of code that
     yielded it, and what the cursor waits for now."""
@@ -390,6 +400,11 @@ def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
             seconds = record.args.get("seconds", 0)
             step.title = f"wait {duration(seconds)}"
             step.until = record.created_at + timedelta(seconds=seconds)
+        elif record.kind == "wait_for_event":
+            seconds = record.args.get("seconds", 0)
+            step.title = f'wait up to {duration(seconds)} for "{record.args.get("event")}"'
+            step.until = record.created_at + timedelta(seconds=seconds)
+            step.result = _wait_result(record.result)
         else:
             step.title = describe_record(record.kind, record.args)
             step.result = "" if record.result is None else str(record.result)

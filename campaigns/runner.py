@@ -9,25 +9,37 @@ emails (`delivery.outbox`) with a few statements for the whole batch.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from datetime import datetime, timedelta
 from enum import StrEnum
+from typing import Any
 
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
+from django.db.models import Q
 from django.utils import timezone
 
 from delivery.models import OutboxEmail
 from delivery.outbox import EmailOrigin, OutboxWriter
+from segflow.attributes import AttributeView
 from segflow.config import CampaignDef, Config, ConfigError, user_zone
 from segflow.db import lock_users
-from segflow.models import User
+from segflow.models import Event, User
 from segflow.users import mark_attributes_changed
 from segflow.versions import config_of
 
 from . import tallies
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
 from .models import Campaign, Cursor, CursorStep
-from .steps import STEP_KINDS, NotYet, SendEmailResult, Step, StepError, StepOutcome
+from .steps import (
+    STEP_KINDS,
+    FlowEvent,
+    NotYet,
+    SendEmailResult,
+    Step,
+    StepError,
+    StepOutcome,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +139,45 @@ class _Performer:
             f"{opening:%Y-%m-%d %H:%M} UTC",
         )
 
+    def event_mark(self) -> dict[str, Any]:
+        """The user's newest event id, and those up to it not processed yet. The user is locked,
+        and events are stored and processed under the same lock: every event processed after
+        this is one of `pending` or newer than `last`."""
+        events = Event.objects.filter(user_id=self.user.pk)
+        last = events.order_by("-pk").values_list("pk", flat=True).first() or 0
+        pending = list(
+            events.filter(processed_at__isnull=True).order_by("pk").values_list("pk", flat=True)
+        )
+        return {"last": last, "pending": pending}
+
+    def find_event(
+        self,
+        name: str,
+        mark: dict[str, Any],
+        until: datetime,
+        where: Callable[[AttributeView], Any] | None,
+    ) -> FlowEvent | None:
+        candidates = (
+            Event.objects.filter(
+                user_id=self.user.pk,
+                name=name,
+                processed_at__isnull=False,
+                processed_at__lte=until,
+            )
+            .filter(Q(pk__gt=mark.get("last", 0)) | Q(pk__in=mark.get("pending") or []))
+            .order_by("pk")
+            .only("pk", "name", "attributes", "timestamp")
+        )
+        for event in candidates.iterator(chunk_size=200):
+            attributes = AttributeView(event.attributes or {})
+            try:
+                if where is not None and not where(attributes):
+                    continue
+            except Exception as exc:
+                raise StepError(f"wait_for_event({name!r}): where= raised {exc!r}") from exc
+            return FlowEvent(event.pk, event.name, attributes, event.timestamp)
+        return None
+
     def _waiting_for_address(self, origin: EmailOrigin) -> NotYet | None:
         """A user with no email address yet (an event created them before the app sent their
         profile) gets a while to get one: the step is tried again every
@@ -150,21 +201,29 @@ class _Performer:
 
 def came_due_at(cursor: Cursor) -> datetime:
     """When the cursor's next step came due: when its last recorded step was performed, or
-    later if that one paused the flow (a wait); for a cursor with no steps, when it began."""
+    later if that one paused the flow (a wait) or was resumed later (a wait for an event); for
+    a cursor with no steps, when it began."""
     records = list(cursor.steps.all())  # prefetched by the runner
     if not records:
         return cursor.created_at
     last = records[-1]
     step_class = STEP_KINDS.get(last.kind)
     try:
-        return step_class(**last.args).next_due(last.created_at)
+        step = step_class(**last.args)
+        return step.resumed_at(last.result) or step.next_due(last.created_at)
     except Exception:  # a kind or arguments this version does not know
         return last.created_at
 
 
 def history_of(cursor: Cursor) -> list[RecordedStep]:
     return [
-        RecordedStep(kind=s.kind, args=s.args, result=s.result, user_snapshot=s.user_snapshot)
+        RecordedStep(
+            kind=s.kind,
+            args=s.args,
+            result=s.result,
+            user_snapshot=s.user_snapshot,
+            at=s.created_at,
+        )
         for s in cursor.steps.all()  # in step order (CursorStep.Meta.ordering); may be prefetched
     ]
 
@@ -382,6 +441,7 @@ def _run_steps(
             attributes=user.attributes or {},
             history=history_of(cursor),
             campaign=definition.name,
+            now=now,
         )
     except FlowDiverged as exc:
         end_cursor(cursor, Cursor.Status.DIVERGED, f"the flow changed: {exc}", now)
@@ -392,6 +452,16 @@ def _run_steps(
 
     index = cursor.step_count
     due_since = came_due_at(cursor)
+    if run.pending is not None:
+        try:
+            resumed = _resume_pending(run, cursor, user, config, now, emails, due_since)
+        except StepError as exc:
+            end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
+            return Advanced.FAILED
+        if resumed is not None:
+            cursor.due_at = resumed
+            return Advanced.WAITING
+        due_since = now
     outcome_label = Advanced.WAITING
     for _ in range(MAX_STEPS_PER_ADVANCE):
         try:
@@ -444,6 +514,34 @@ def _run_steps(
     cursor.step_count = index
     _save_writes(user, run.pending_writes, now)
     return outcome_label
+
+
+def _resume_pending(
+    run: FlowRun,
+    cursor: Cursor,
+    user: User,
+    config: Config,
+    now: datetime,
+    emails: OutboxWriter,
+    due_since: datetime,
+) -> datetime | None:
+    """Finish the step the flow waits at (a wait for an event): record its result in its
+    record, and give it to the flow. Returns when to look again if it is not finished yet.
+
+    The record is changed under the user's and the cursor's locks, once: the next run finds it
+    finished, so the same event never resumes the flow twice."""
+    pending = run.pending
+    assert pending is not None and pending.recorded.at is not None  # (history_of gives it)
+    index = cursor.step_count - 1
+    performer = _Performer(config, cursor, user, index, now, emails, due_since)
+    outcome = pending.step.resume(performer, pending.recorded.result, pending.recorded.at)
+    if not outcome.recorded:
+        return outcome.due_at
+    CursorStep.objects.filter(cursor_id=cursor.pk, index=index).update(
+        result=outcome.recorded_result
+    )
+    run.step_done(pending.step, outcome.result)
+    return None
 
 
 def _log_ended(cursor: Cursor) -> None:

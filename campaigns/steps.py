@@ -13,9 +13,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-from dataclasses import asdict, dataclass
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any, ClassVar, Protocol
+
+from segflow.attributes import AttributeView
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,33 @@ class SendEmailResult:
         return self.success
 
 
+@dataclass(frozen=True)
+class FlowEvent:
+    """What `yield rt.wait_for_event(...)` gives back: the event that ended the wait."""
+
+    id: int
+    name: str
+    attributes: AttributeView
+    timestamp: datetime
+
+    def to_record(self) -> dict[str, Any]:
+        return {
+            "id": self.id,
+            "name": self.name,
+            "attributes": self.attributes.to_dict(),
+            "timestamp": self.timestamp.isoformat(),
+        }
+
+    @classmethod
+    def from_record(cls, record: dict[str, Any]) -> FlowEvent:
+        return cls(
+            id=record["id"],
+            name=record["name"],
+            attributes=AttributeView(record.get("attributes") or {}),
+            timestamp=datetime.fromisoformat(record["timestamp"]),
+        )
+
+
 class StepPerformer(Protocol):
     """What a step may do when it is performed; the runner provides it for one cursor's step."""
 
@@ -64,6 +94,22 @@ class StepPerformer(Protocol):
     user_id: str
 
     def send_email(self, template: str) -> SendEmailResult | NotYet: ...
+
+    def event_mark(self) -> dict[str, Any]:
+        """Where the user's events stand now, so that `find_event` can tell the events
+        processed after this moment from those processed before it."""
+        ...
+
+    def find_event(
+        self,
+        name: str,
+        mark: dict[str, Any],
+        until: datetime,
+        where: Callable[[AttributeView], Any] | None,
+    ) -> FlowEvent | None:
+        """The first event `name` of the user processed after `mark` and by `until` for which
+        `where` (given its attributes) is true."""
+        ...
 
 
 @dataclass(frozen=True)
@@ -91,6 +137,20 @@ class Step:
         """When the step after this one came due, this one having been performed at
         `performed_at`: at once, unless the step pauses the flow."""
         return performed_at
+
+    def is_pending(self, recorded: Any) -> bool:
+        """Whether a recorded step has no result yet: the flow waits at it, and the runner
+        finishes it (`resume`) before the flow goes on."""
+        return False
+
+    def resumed_at(self, recorded: Any) -> datetime | None:
+        """When a step that was pending got its result (the step after it came due then)."""
+        return None
+
+    def resume(self, performer: StepPerformer, recorded: Any, began_at: datetime) -> StepOutcome:
+        """Finish a pending step begun at `began_at`: its result, to record in place of
+        `recorded`, or (`recorded=False`) when to look again."""
+        raise NotImplementedError
 
 
 STEP_KINDS: dict[str, type[Step]] = {}
@@ -234,6 +294,72 @@ class Patched(Step):
         return StepOutcome(result=True, recorded_result=True)
 
 
+@step_kind
+@dataclass(frozen=True)
+class WaitForEvent(Step):
+    """Wait until the user does something, or until a timeout.
+
+    Performing it only begins the wait: its record says where the user's events stood then
+    (`{"waiting": mark}`), and the cursor is due at the timeout, or sooner when an event of that
+    name is processed for the user (`campaigns.waits`). When the cursor runs again, the runner
+    resumes it: the first matching event processed since the wait began, or None once the
+    timeout passed, replaces the mark in the record (`{"event": ...}`), so a replay gives the
+    flow the same answer. `where` is code: never recorded, it is asked when the cursor runs."""
+
+    kind: ClassVar[str] = "wait_for_event"
+    event: str
+    seconds: float
+    where: Callable[[AttributeView], Any] | None = field(default=None, compare=False)
+
+    def to_record(self) -> dict[str, Any]:
+        return {"event": self.event, "seconds": self.seconds}
+
+    def replays_as(self, recorded_kind: str, recorded_args: dict[str, Any]) -> bool:
+        # As with rt.wait, a changed timeout is the same step; another event is not.
+        return recorded_kind == self.kind and recorded_args.get("event") == self.event
+
+    @property
+    def duration(self) -> timedelta:
+        return timedelta(seconds=self.seconds)
+
+    def describe(self) -> str:
+        return f"wait_for_event({self.event!r}, timeout={self.duration})"
+
+    def result_from_record(self, recorded: Any) -> FlowEvent | None:
+        event = (recorded or {}).get("event")
+        return FlowEvent.from_record(event) if event else None
+
+    def is_pending(self, recorded: Any) -> bool:
+        return isinstance(recorded, dict) and "waiting" in recorded
+
+    def resumed_at(self, recorded: Any) -> datetime | None:
+        when = recorded.get("resumed_at") if isinstance(recorded, dict) else None
+        return datetime.fromisoformat(when) if when else None
+
+    def perform(self, performer: StepPerformer) -> StepOutcome:
+        return StepOutcome(
+            result=None,
+            recorded_result={"waiting": performer.event_mark()},
+            due_at=performer.now + self.duration,
+        )
+
+    def resume(self, performer: StepPerformer, recorded: Any, began_at: datetime) -> StepOutcome:
+        deadline = began_at + self.duration
+        resumed_at = performer.now.isoformat()
+        found = performer.find_event(self.event, recorded["waiting"], deadline, self.where)
+        if found is not None:
+            return StepOutcome(
+                result=found,
+                recorded_result={"event": found.to_record(), "resumed_at": resumed_at},
+            )
+        if performer.now >= deadline:
+            return StepOutcome(
+                result=None, recorded_result={"event": None, "resumed_at": resumed_at}
+            )
+        # Woken by an event `where` turned down: wait on until the timeout.
+        return StepOutcome(result=None, recorded_result=recorded, due_at=deadline, recorded=False)
+
+
 class Runtime:
     """The `rt` a flow receives: it builds steps for the flow to yield."""
 
@@ -286,3 +412,25 @@ class Runtime:
         if not isinstance(name, str):
             raise ValueError(f"rt.split: name must be a string, got {name!r}")
         return Split(weights=dict(weights), name=name)
+
+    def wait_for_event(
+        self,
+        name: str,
+        timeout: timedelta | None = None,
+        *,
+        where: Callable[[AttributeView], Any] | None = None,
+        weeks: float = 0,
+        days: float = 0,
+        hours: float = 0,
+        minutes: float = 0,
+        seconds: float = 0,
+    ) -> WaitForEvent:
+        if not isinstance(name, str) or not name:
+            raise ValueError(f"rt.wait_for_event needs an event name, got {name!r}")
+        if where is not None and not callable(where):
+            raise ValueError(f"rt.wait_for_event: where= must be a function, got {where!r}")
+        duration = timeout if timeout is not None else timedelta()
+        duration += timedelta(weeks=weeks, days=days, hours=hours, minutes=minutes, seconds=seconds)
+        if duration <= timedelta():
+            raise ValueError(f"rt.wait_for_event needs a timeout of more than zero, got {duration}")
+        return WaitForEvent(event=name, seconds=duration.total_seconds(), where=where)

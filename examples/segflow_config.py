@@ -30,6 +30,16 @@ def winback(ctx, rt):
         yield rt.wait(days=2**i)
 
 
+def abandoned_cart(ctx, rt):
+    # A day to finish the purchase; a reminder if they did not. A purchase at any point is the
+    # campaign's goal: it ends the user's cursor as converted, so the reminder never goes to a
+    # buyer and the campaign page counts them.
+    purchase = yield rt.wait_for_event("purchase", timeout=timedelta(days=1))
+    if purchase is None:
+        yield rt.send_email("cart-reminder")
+        yield rt.wait(days=2)  # a purchase in these two days still counts as converted
+
+
 def _email_provider():
     # The provider is picked here; its secrets never are: POSTMARK_SERVER_TOKEN, or the AWS
     # credentials and region, stay in the environment (see docs/email.md). Without either,
@@ -69,6 +79,10 @@ config: SegflowConfig = {
             "subject": lambda user: f"We miss you {user.name}!",
             "html": "emails/winback.html",
         },
+        "cart-reminder": {
+            "subject": "You left something in your cart",
+            "html": "emails/cart_reminder.html",
+        },
     },
     "segments": {
         # A QuerySet over users, built by a function ...
@@ -96,6 +110,14 @@ config: SegflowConfig = {
                 "since": now - timedelta(days=30),
             },
         },
+        # Users who started a checkout in the last week: a `checkout_started` event enters them
+        # into abandoned-cart at once; a week later they leave the segment, and their next
+        # checkout can start the campaign again.
+        "started-checkout": {
+            "sql": "SELECT e.user_id AS id FROM events e "
+            "WHERE e.name = 'checkout_started' AND e.created_at >= %(since)s GROUP BY e.user_id",
+            "params": lambda now: {"since": now - timedelta(days=7)},
+        },
     },
     "campaigns": {
         "onboarding": {
@@ -107,6 +129,12 @@ config: SegflowConfig = {
             "segments": ["inactive-users"],
             "behavior": "dynamic",  # exits when the user becomes active again
             "flow": winback,
+        },
+        "abandoned-cart": {
+            "segments": ["started-checkout"],
+            "behavior": "dynamic",
+            "flow": abandoned_cart,
+            "goal": "purchase",  # a buyer leaves the campaign as converted
         },
     },
     "transactions": {

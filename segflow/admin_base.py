@@ -45,6 +45,7 @@ TONES = {
     # cursors
     "active": "info",
     "completed": "good",
+    "converted": "good",
     "exited": "quiet",
     "diverged": "warn",
     "failed": "bad",

@@ -16,7 +16,7 @@ from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
-from campaigns import audience, claims, runner
+from campaigns import audience, claims, runner, waits
 from delivery import sending
 from delivery.models import OutboxEmail
 from segments import services as segments
@@ -127,6 +127,8 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
         if not events:
             return []
     send_transactions(config, users, events)
+    # Before the users' campaigns are evaluated: goals count for cursors already there.
+    waits.events_processed(config, events, now)
     touched = [users[user_id] for user_id in dict.fromkeys(e.user_id for e in events)]
     # Users whose own attribute evaluation is still pending get it now, too.
     pending = [user for user in touched if user.evaluation_pending]

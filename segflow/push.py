@@ -738,8 +738,8 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
                 changed_flows.append(row)
             Campaign.objects.filter(pk=row.pk).update(updated_at=now, **fields)
             row.refresh_from_db()
-            # What the table does not keep (a send window) shows as the settings.
-            plan.add("Campaigns", "~", name, f"{', '.join(what) or 'settings'} changed")
+            # What the table does not keep (a send window, a goal: only fingerprinted).
+            plan.add("Campaigns", "~", name, f"{', '.join(what) or 'send window or goal'} changed")
             touched.append(row)
     for name, row in stored.items():
         if name not in config.campaigns and row.active:

@@ -39,7 +39,8 @@ DELETE = object()
 
 def test_the_example_config_loads():
     config = load_config(str(EXAMPLE_CONFIG))
-    assert set(config.campaigns) == {"onboarding", "winback-campaign"}
+    assert set(config.campaigns) == {"onboarding", "winback-campaign", "abandoned-cart"}
+    assert config.campaigns["abandoned-cart"].goal == "purchase"
     assert config.campaigns["winback-campaign"].behavior == "dynamic"
     assert config.transactions["password-reset"].event == "reset_password_requested"
     assert config.segments["inactive-users"].refresh_every is not None  # time-based

@@ -60,7 +60,7 @@ def test_a_first_run_pushes_the_example_and_says_so(up):
     output = up()
     assert "the example (set SEGFLOW_CONFIG in .env to run your own)" in output
     assert f"Config:  {EXAMPLE_CONFIG}" in output
-    assert active_campaigns() == {"onboarding", "winback-campaign"}
+    assert active_campaigns() == {"onboarding", "winback-campaign", "abandoned-cart"}
 
 
 def test_a_second_run_keeps_the_config_the_user_pushed(up, own_config):

@@ -70,6 +70,8 @@ class CampaignConfig(TypedDict):
     # What a push that changes the flow does with users whose steps the new flow no longer
     # replays (see docs/config.md): "end" (the default), "restart" or "keep_old".
     on_change: NotRequired[Literal["end", "restart", "keep_old"]]
+    # An event name: a user who does it while in the campaign leaves it, converted.
+    goal: NotRequired[str]
 
 
 class TransactionConfig(TypedDict):
@@ -197,6 +199,8 @@ class CampaignDef:
     # fingerprints: it changes nothing about how the campaign runs.
     on_change: str = "end"
     send_window: SendWindowDef | None = None
+
+    goal: str | None = None
 
 
 # Where a user's time zone is read from when the config does not say.

@@ -356,7 +356,9 @@ def _default_refresh() -> timedelta:
 def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     _require_mapping(raw, path)
     _reject_unknown_keys(
-        raw, path, {"segments", "exclude_segments", "behavior", "flow", "send_window", "on_change"}
+        raw,
+        path,
+        {"segments", "exclude_segments", "behavior", "flow", "send_window", "on_change", "goal"},
     )
     segments = _segment_list(raw.get("segments"), f"{path}.segments", config, required=True)
     exclude = _segment_list(raw.get("exclude_segments", []), f"{path}.exclude_segments", config)
@@ -390,11 +392,17 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
                 f"{path}.flow: sends template {template!r}, which is not in templates "
                 f"(known: {', '.join(sorted(config.templates)) or 'none'})"
             )
+    goal = raw.get("goal")
+    if goal is not None and (
+        not isinstance(goal, str) or not goal.strip() or len(goal) > MAX_NAME_LENGTH
+    ):
+        raise ConfigError(f"{path}.goal: must be an event name, got {goal!r}")
     flow_fingerprint = sha256(flow_source)
     send_window = (
         _send_window(raw["send_window"], f"{path}.send_window") if "send_window" in raw else None
     )
-    parts: list[Any] = [segments, exclude, behavior, flow_fingerprint]
+    # (A campaign without a goal or a window keeps the fingerprint it had before they existed.)
+    parts: list[Any] = [segments, exclude, behavior, flow_fingerprint] + ([goal] if goal else [])
     if send_window is not None:  # (only then, so campaigns without one keep their fingerprint)
         parts.append(send_window.describe())
     fingerprint = sha256(json.dumps(parts))
@@ -409,6 +417,7 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
         flow_fingerprint=flow_fingerprint,
         send_window=send_window,
         on_change=on_change,
+        goal=goal,
     )
 
 
