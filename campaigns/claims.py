@@ -61,6 +61,23 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
     return ids
 
 
+def claim_woken(cursor_ids: list[int], now: datetime) -> list[int]:
+    """Claim the cursors an event just made due, those nobody holds, to run them now rather than
+    at the schedule's next tick."""
+    if not cursor_ids:
+        return []
+    unclaimed = Cursor.objects.filter(
+        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
+        pk__in=cursor_ids,
+        status=Cursor.Status.ACTIVE,
+    )
+    ids = list(unclaimed.values_list("pk", flat=True))
+    if ids:
+        lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
+        Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+    return ids
+
+
 def release(cursor_ids: list[int]) -> None:
     """Give up the claims on cursors that could not be handed out, so the next tick claims them
     again at once. (A cursor that ran meanwhile has no claim left; this changes nothing then.)"""

@@ -27,16 +27,17 @@ from .steps import WaitForEvent
 logger = logging.getLogger(__name__)
 
 
-def events_processed(config: Config, events: Iterable[Event], now: datetime) -> None:
+def events_processed(config: Config, events: Iterable[Event], now: datetime) -> list[int]:
     """The users' active cursors in campaigns whose goal is one of these events end as
-    converted; the others waiting for one of these events are made due now."""
+    converted; the others waiting for one of these events are made due now (their ids are
+    returned, for the caller to hand out at once)."""
     names_by_user: dict[str, set[str]] = defaultdict(set)
     for event in events:
         names_by_user[event.user_id].add(event.name)
     if not names_by_user:
-        return
+        return []
     convert_goal_reached(config, names_by_user, now)
-    wake_waiting(names_by_user, now)
+    return wake_waiting(names_by_user, now)
 
 
 def convert_goal_reached(config: Config, names_by_user: dict[str, set[str]], now: datetime) -> int:

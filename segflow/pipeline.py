@@ -128,7 +128,9 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
             return []
     send_transactions(config, users, events)
     # Before the users' campaigns are evaluated: goals count for cursors already there.
-    waits.events_processed(config, events, now)
+    woken = claims.claim_woken(waits.events_processed(config, events, now), now)
+    if woken:
+        transaction.on_commit(lambda: hand_out_cursors(woken))
     touched = [users[user_id] for user_id in dict.fromkeys(e.user_id for e in events)]
     # Users whose own attribute evaluation is still pending get it now, too.
     pending = [user for user in touched if user.evaluation_pending]
