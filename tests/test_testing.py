@@ -13,7 +13,7 @@ from pathlib import Path
 
 import pytest
 from django.utils import timezone
-from hypothesis import given
+from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
@@ -49,7 +49,8 @@ def fragile(ctx, rt):
     raise RuntimeError("the flow broke for " + ctx.user.id)
 
 def typo(ctx, rt):
-    yield rt.send_email("helo")
+    template = "helo"  # (a literal name is checked when the config loads)
+    yield rt.send_email(template)
 
 html = lambda user: "<p>Hi {}</p>".format(user.name)
 config: SegflowConfig = {
@@ -59,13 +60,14 @@ config: SegflowConfig = {
     },
     "segments": {
         "everyone": {"sql": "SELECT u.id FROM users u"},
+        "testers": {"evaluator": lambda users: users.filter(attributes__tester=True)},
         "buyers": {"sql": "SELECT DISTINCT user_id AS id FROM events WHERE name = 'purchase'"},
     },
     "campaigns": {
         "drip": {"segments": ["everyone"], "behavior": "static", "flow": drip},
         "vip": {"segments": ["buyers"], "behavior": "static", "flow": vip},
-        "fragile": {"segments": ["everyone"], "behavior": "static", "flow": fragile},
-        "typo": {"segments": ["everyone"], "behavior": "static", "flow": typo},
+        "fragile": {"segments": ["testers"], "behavior": "static", "flow": fragile},
+        "typo": {"segments": ["testers"], "behavior": "static", "flow": typo},
     },
     "transactions": {
         "receipt": {"event": "purchase", "subject": "Thanks", "html": html},
@@ -82,13 +84,18 @@ def flows(tmp_path) -> Path:
     return path
 
 
-def test_the_docs_example_works(monkeypatch):
-    """docs/testing.md's first example, run as written from the repository's root."""
+def test_the_docs_examples_work(monkeypatch):
+    """docs/testing.md's examples that stand alone, run as written from the repository's root."""
     text = (ROOT / "docs" / "testing.md").read_text()
-    example = re.search(r"```python\n(.*?)```", text, re.S)[1]
-    assert "simulate(" in example and "assert run.sent" in example
+    examples = [
+        code
+        for code in re.findall(r"```python\n(.*?)```", text, re.S)
+        if "from segflow.testing import" in code
+    ]
+    assert len(examples) == 2 and all("assert run.sent" in code for code in examples)
     monkeypatch.chdir(ROOT)
-    exec(compile(example, "docs/testing.md", "exec"), {})
+    for code in examples:
+        exec(compile(code, "docs/testing.md", "exec"), {})
 
 
 def test_the_example_configs_onboarding_step_by_step():
@@ -172,9 +179,10 @@ def test_emit_goes_through_the_event_path(flows):
     # The event's segment let the user in, and its transaction sent a receipt.
     assert run.status == "completed"
     assert run.sent == ["hello"]
-    assert [(e.template, e.transaction) for e in run.outbox] == [
-        ("receipt", "receipt"),
-        ("hello", ""),
+    assert [(e.template, e.campaign, e.transaction) for e in run.outbox] == [
+        ("hello", "drip", ""),  # the user is in everyone's campaign too
+        ("receipt", "", "receipt"),
+        ("hello", "vip", ""),
     ]
 
 
@@ -234,7 +242,7 @@ def test_replays_cleanly_on_an_unchanged_or_compatible_flow_and_not_on_a_changed
 
 
 def test_a_failing_flow_shows_its_error(flows):
-    run = simulate(flows, "fragile", user=ANN)
+    run = simulate(flows, "fragile", user={**ANN, "tester": True})
     run.advance(hours=1)
     assert run.status == "failed"
     assert "RuntimeError('the flow broke for user-1')" in run.error
@@ -242,7 +250,7 @@ def test_a_failing_flow_shows_its_error(flows):
     assert "failed: the flow raised RuntimeError" in repr(run)
     assert run.sent == ["hello"]
 
-    typo = simulate(flows, "typo", user=ANN)
+    typo = simulate(flows, "typo", user={**ANN, "tester": True})
     assert typo.status == "failed"
     assert "send_email('helo'): no such template" in typo.error
     assert "known: bye, hello, pro-tips, upgrade" in typo.error
@@ -320,7 +328,8 @@ def _outcome(run) -> tuple:
     return (run.now, run.status, run.sent, run.user, [e.at for e in run.outbox], run.steps)
 
 
-@hypothesis_settings(max_examples=12)
+# (`flows` is a file the examples only read.)
+@hypothesis_settings(max_examples=12, suppress_health_check=[HealthCheck.function_scoped_fixture])
 @given(mine=ACTIONS, theirs=ACTIONS, order=st.randoms(use_true_random=False))
 def test_for_any_interleaving_a_run_ends_as_if_it_were_alone(flows, mine, theirs, order):
     alone = simulate(flows, "drip", user=ANN)
@@ -347,11 +356,12 @@ def test_a_simulation_after_the_first_takes_well_under_a_second(flows):
     simulate(flows, "drip", user=ANN)  # the first of the process migrates the template database
     took = []
     for _ in range(3):
-        began = time.perf_counter()
+        # The process's own time: the machine running the tests may be busy with others.
+        began = time.process_time()
         run = simulate(EXAMPLE, "onboarding", user=ANN)
         run.advance(days=7)
         assert run.status == "completed"
-        took.append(time.perf_counter() - began)
+        took.append(time.process_time() - began)
     assert statistics.median(took) < 1.0, took
 
 
