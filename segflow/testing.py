@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import atexit
 import dataclasses
+import functools
 import importlib
 import os
 import shutil
@@ -26,7 +27,10 @@ import threading
 from collections.abc import Callable, Iterator, Mapping
 from contextlib import ExitStack, contextmanager
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from segflow.config import Config
 
 __all__ = ["Email", "Simulation", "SimulationError", "simulate"]
 
@@ -69,7 +73,7 @@ class Email:
 
 
 def simulate(
-    config: str | os.PathLike | Any,
+    config: str | os.PathLike | Config,
     campaign: str,
     *,
     user: Mapping[str, Any] | None = None,
@@ -100,7 +104,7 @@ class Simulation:
     """One user in one campaign, run by the real pipeline in a database of its own."""
 
     def __init__(
-        self, config: Any, campaign: str, user_id: str, attributes: dict, start: datetime
+        self, config: Config, campaign: str, user_id: str, attributes: dict, start: datetime
     ) -> None:
         self.config = config
         self.campaign = campaign
@@ -204,7 +208,8 @@ class Simulation:
         with self._working():
             from delivery.models import OutboxEmail
 
-            return [_email(row) for row in OutboxEmail.objects.filter(user_id=self.user_id)]
+            rows = OutboxEmail.objects.filter(user_id=self.user_id).order_by("pk")
+            return [_email(row) for row in rows]
 
     @property
     def user(self) -> dict[str, Any]:
@@ -219,7 +224,8 @@ class Simulation:
     def status(self) -> str:
         """Where the user is in the campaign: "not entered" (not in its audience yet),
         "waiting" (in the flow, paused until a time or an event), "active" (a step is due now),
-        or how the flow ended: "completed", "exited", "failed", "diverged", "ended"."""
+        or how the flow ended: "completed", "exited", "failed", "diverged", "ended" (a cursor's
+        status, whatever ways of ending segflow adds)."""
         with self._working():
             return _status(self._cursor(), self._now)
 
@@ -511,11 +517,14 @@ def _standalone_settings() -> dict[str, Any]:
     """Settings for a process that has none: segflow's test settings (its apps and defaults,
     email to Django's in-memory backend, pushed configs cached in a temporary folder), with an
     in-memory database that is never used: each simulation swaps in its own."""
-    before = os.environ.get("DJANGO_SETTINGS_MODULE")
-    module = importlib.import_module("segflow_project.test_settings")
-    if before is None:
-        # Importing the project names its settings module for Celery; this process has none.
-        os.environ.pop("DJANGO_SETTINGS_MODULE", None)
+    environment = dict(os.environ)
+    try:
+        module = importlib.import_module("segflow_project.test_settings")
+    finally:
+        # The settings read their defaults into the environment, and the project names its
+        # settings module there for Celery: the caller's process keeps the environment it had.
+        os.environ.clear()
+        os.environ.update(environment)
     values = {name: getattr(module, name) for name in dir(module) if name.isupper()}
     values["DATABASES"] = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": ":memory:"}}
     return values
@@ -539,7 +548,8 @@ class _Database:
                 with template.in_use():
                     from django.core.management import call_command
 
-                    call_command("migrate", verbosity=0, interactive=False)
+                    # run_syncdb: tables even for apps whose migrations a test runner turned off
+                    call_command("migrate", verbosity=0, interactive=False, run_syncdb=True)
                 cls._template = template
             database = cls()
             cls._template.wrapper.connection.backup(database.wrapper.connection)
@@ -557,9 +567,9 @@ class _Database:
             connections[DEFAULT_DB_ALIAS] = previous
 
 
-def _private_wrapper():
+@functools.cache
+def _private_database_class() -> type:
     from django.db.backends.sqlite3.base import DatabaseWrapper
-    from django.db.utils import ConnectionHandler
 
     class PrivateDatabase(DatabaseWrapper):
         def ensure_connection(self) -> None:
@@ -568,6 +578,12 @@ def _private_wrapper():
             if self.connection is None:
                 self.connect()
 
+    return PrivateDatabase
+
+
+def _private_wrapper():
+    from django.db.utils import ConnectionHandler
+
     handler = ConnectionHandler({"default": {"ENGINE": "django.db.backends.sqlite3"}})
     settings_dict = dict(handler.settings["default"], NAME=":memory:")
-    return PrivateDatabase(settings_dict, "default")
+    return _private_database_class()(settings_dict, "default")
