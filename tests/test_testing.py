@@ -289,8 +289,14 @@ def test_runs_are_isolated_from_each_other_and_from_the_process(flows):
     assert live_config._config is None  # the process's own config is left as it was
 
 
-@pytest.mark.django_db(transaction=True)
-def test_the_callers_own_database_is_never_touched(flows):
+@pytest.mark.parametrize(
+    "caller",
+    [
+        pytest.param("in a test transaction", marks=pytest.mark.django_db),
+        pytest.param("committing", marks=pytest.mark.django_db(transaction=True)),
+    ],
+)
+def test_the_callers_own_database_is_never_touched(flows, caller):
     from campaigns.models import Cursor
     from delivery.models import OutboxEmail
     from segflow.models import User
