@@ -1,110 +1,344 @@
 #!/usr/bin/env python3
-"""Event ingest through the HTTP API: events per second and latency, and whether processing
-keeps up. gunicorn, two Celery workers and beat over Redis, on MariaDB.
+"""Ingest through the HTTP API, counting finished work: events processed, users evaluated and
+their welcome email accepted by the provider. Production processes (gunicorn, a Celery worker,
+beat) over Redis, on MariaDB, emails through anymail's Postmark backend to a local stand-in.
 
-    .venv/bin/python bench/ingest.py [--seconds 15]
+    .venv/bin/python bench/ingest.py [--seconds 10] [--segments 3 30] [--users 2000]
 
-Runs with 3 and with 30 segments defined (half attribute segments, half event segments), with one
-client and with 16 concurrent clients, each sending `POST /api/users/{id}/events` for existing
-users as fast as it can; then 16 clients sending `POST /api/events` with --batch events each, as
-fast as they can and then paced at 1,000 events/s in all, to see whether processing keeps up.
+The workload, for 3 segments and for 30:
+- segments: "everyone", "pro" (an attribute match) and "buyers" (has a purchase event); with 30,
+  also attribute thresholds, and segments counting a user's logins and purchases (a third each);
+- campaigns: an onboarding campaign for everyone (a welcome email, a day's wait, tips), a
+  two-email dynamic campaign for buyers; a transactional receipt on every purchase;
+- events: `login`, and every tenth a `purchase`.
+
+Phases: one event a request from 16 clients as fast as they go; the same paced at 500 events/s
+(latency); 500 events a request (`POST /api/events`, and Segment's `/v1/batch`) from 16
+clients; new users (`PUT /api/users/{id}`) from 8 clients, finished when their welcome email
+reached the provider. "Finished" rates run from the first request to the last unit finished.
+The resident memory of the production processes is sampled throughout.
 """
 
 from __future__ import annotations
 
 import argparse
+import base64
+import json
 import threading
 import time
+import urllib.request
+from collections.abc import Callable
 
 from harness import Deployment, scratch_dir, summary
+from postmark_standin import PostmarkStandIn
+
+HEADER = """
+from datetime import timedelta
+
+def onboarding(ctx, rt):
+    yield rt.send_email("welcome")
+    yield rt.wait(days=1)
+    yield rt.send_email("tips")
+
+def upsell(ctx, rt):
+    yield rt.send_email("thanks")
+    yield rt.wait(days=1)
+    yield rt.send_email("offer")
+
+html = lambda user: "<p>Hello {{ user.name }}</p>"
+config = {
+    "email_provider": {"config": {"name": "postmark", "broadcast_message_stream": "broadcast"},
+                       "from_address": "hello@example.com"},
+    "templates": {name: {"subject": name.title(), "html": html}
+                  for name in ("welcome", "tips", "thanks", "offer")},
+    "campaigns": {
+        "onboarding": {"segments": ["everyone"], "behavior": "static", "flow": onboarding},
+        "upsell": {"segments": ["buyers"], "behavior": "dynamic", "flow": upsell},
+    },
+    "transactions": {"receipt": {"event": "purchase", "subject": "Receipt",
+                                 "html": lambda user, event: "<p>Thank you</p>"}},
+    "segments": {
+"""
+
+ATTRIBUTE = "SELECT u.id FROM users u WHERE JSON_EXTRACT(u.attributes, '$.score') > {n}"
+COUNTING = (
+    "SELECT e.user_id AS id FROM events e WHERE e.name = '{name}' "
+    "GROUP BY e.user_id HAVING COUNT(*) >= {n}"
+)
 
 
 def config(segments: int) -> str:
-    lines = []
-    for n in range(segments):
-        if n % 2:
-            sql = (
-                "SELECT e.user_id AS id FROM events e WHERE e.name = 'purchase' "
-                f"GROUP BY e.user_id HAVING COUNT(*) > {n}"
-            )
+    rows = {
+        "everyone": "SELECT u.id FROM users u",
+        "pro": "SELECT u.id FROM users u "
+        "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.plan')) = 'pro'",
+        "buyers": "SELECT DISTINCT e.user_id AS id FROM events e WHERE e.name = 'purchase'",
+    }
+    extra = segments - len(rows)
+    for n in range(extra):
+        kind = n % 3
+        if kind == 0:
+            rows[f"score-{n}"] = ATTRIBUTE.format(n=n)
+        elif kind == 1:
+            rows[f"logins-{n}"] = COUNTING.format(name="login", n=n // 3 + 2)
         else:
-            sql = f"SELECT u.id FROM users u WHERE JSON_EXTRACT(u.attributes, '$.score') > {n}"
-        lines.append(f'        "s{n}": {{"sql": "{sql}"}},')
-    return 'config = {\n    "segments": {\n' + "\n".join(lines) + "\n    },\n}\n"
+            rows[f"purchases-{n}"] = COUNTING.format(name="purchase", n=n // 3 + 2)
+    lines = [f"        {name!r}: {{'sql': {sql!r}}}," for name, sql in rows.items()]
+    return HEADER + "\n".join(lines) + "\n    },\n}\n"
 
 
-def run(
-    deployment: Deployment, client, clients: int, seconds: float, batch: int = 1, rate: float = 0
-) -> None:
-    """`clients` threads send events for `seconds`, as fast as they can, or `rate` events/s in
-    all; then wait until every event is processed."""
+def subject_count(standin: PostmarkStandIn, subject: str) -> int:
+    return sum(n for (_, seen), n in list(standin.received.items()) if seen == subject)
+
+
+class Api:
+    """A small keep-alive-free HTTP client (one connection a request, as most backends do)."""
+
+    def __init__(self, url: str, key: str) -> None:
+        self.url, self.key = url, key
+
+    def call(self, method: str, path: str, body: object, basic: bool = False) -> int:
+        auth = (
+            "Basic " + base64.b64encode(f"{self.key}:".encode()).decode()
+            if basic
+            else f"Bearer {self.key}"
+        )
+        request = urllib.request.Request(
+            self.url + path,
+            data=json.dumps(body).encode(),
+            method=method,
+            headers={"Authorization": auth, "Content-Type": "application/json"},
+        )
+        with urllib.request.urlopen(request, timeout=60) as response:
+            response.read()
+            return response.status
+
+
+class Memory:
+    """Samples the production processes' resident memory in the background."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment, self.peak, self.peak_by_name = deployment, 0, {}
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        while not self._stop.wait(0.5):
+            by_name = self.deployment.memory()
+            if sum(by_name.values()) > self.peak:
+                self.peak, self.peak_by_name = sum(by_name.values()), by_name
+
+    def stop(self) -> str:
+        self._stop.set()
+        self._thread.join()
+        parts = ", ".join(f"{k} {v / 2**20:.0f}" for k, v in sorted(self.peak_by_name.items()))
+        return f"{self.peak / 2**20:.0f} MB ({parts})"
+
+
+def load(clients: int, seconds: float, work: Callable[[int, int], int], rate: float = 0):
+    """`clients` threads call work(client, i) (which returns the units it sent) for `seconds`,
+    as fast as they can or `rate` units/s in all. Returns (units, elapsed, latencies)."""
     latencies: list[float] = []
+    units = [0]
     lock = threading.Lock()
     stop = time.monotonic() + seconds
-    before = deployment.query("SELECT COUNT(*) FROM events")[0][0]
 
-    def one_client(n: int) -> None:
-        mine = []
-        i = 0
+    def one(n: int) -> None:
+        mine, sent, i = [], 0, 0
         next_at = time.monotonic()
         while time.monotonic() < stop:
-            if rate:  # paced: each client sends its share of `rate`
+            if rate:
                 time.sleep(max(0.0, next_at - time.monotonic()))
-                next_at += batch * clients / rate
+                next_at += clients / rate
             started = time.monotonic()
-            if batch == 1:
-                client.emit(f"user-{(n * 7919 + i) % 1000}", "purchase", {"amount": 5})
-            else:
-                client.emit_many(
-                    {"user_id": f"user-{(n * 7919 + i + k) % 1000}", "name": "purchase"}
-                    for k in range(batch)
-                )
+            sent += work(n, i)
             mine.append(time.monotonic() - started)
-            i += batch
+            i += 1
         with lock:
             latencies.extend(mine)
+            units[0] += sent
 
-    threads = [threading.Thread(target=one_client, args=(n,)) for n in range(clients)]
+    threads = [threading.Thread(target=one, args=(n,)) for n in range(clients)]
     started = time.monotonic()
     for thread in threads:
         thread.start()
     for thread in threads:
         thread.join()
-    elapsed = time.monotonic() - started
-    # Processing keeps up if the backlog of unprocessed events empties soon after.
-    drained_at = time.monotonic()
-    while deployment.query("SELECT COUNT(*) FROM events WHERE processed_at IS NULL")[0][0]:
-        time.sleep(0.2)
-    backlog = time.monotonic() - drained_at
-    sent = deployment.query("SELECT COUNT(*) FROM events")[0][0] - before
-    how = f"{clients:>2} client(s)" + (f", {batch} events a request" if batch > 1 else "")
-    how += f", paced at {rate:.0f} events/s" if rate else ""
+    return units[0], time.monotonic() - started, latencies
+
+
+def wait_until(count: Callable[[], int], target: int, timeout: float = 600) -> float:
+    """Wait until count() reaches target; returns the monotonic time it did."""
+    deadline = time.monotonic() + timeout
+    while count() < target:
+        if time.monotonic() > deadline:
+            raise SystemExit(f"gave up: {count()} of {target} after {timeout} s")
+        time.sleep(0.05)
+    return time.monotonic()
+
+
+def events_phase(
+    deployment: Deployment,
+    api: Api,
+    label: str,
+    clients: int,
+    seconds: float,
+    users: int,
+    batch: int = 1,
+    rate: float = 0,
+    path: str = "",
+) -> None:
+    before = deployment.query("SELECT COUNT(*) FROM events")[0][0]
+    first = deployment.query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+
+    def event(n: int, i: int, k: int = 0) -> dict:
+        number = (n * 100_003 + i * batch + k) % 1_000_003
+        return {
+            "user_id": f"user-{number % users}",
+            "name": "purchase" if number % 10 == 0 else "login",
+        }
+
+    def work(n: int, i: int) -> int:
+        if batch == 1:
+            body = event(n, i)
+            api.call("POST", f"/api/users/{body['user_id']}/events", {"name": body["name"]})
+        elif path == "/v1/batch":
+            api.call(
+                "POST",
+                path,
+                {
+                    "batch": [
+                        {"type": "track", "userId": e["user_id"], "event": e["name"]}
+                        for e in (event(n, i, k) for k in range(batch))
+                    ]
+                },
+                basic=True,
+            )
+        else:
+            api.call("POST", "/api/events", {"events": [event(n, i, k) for k in range(batch)]})
+        return batch
+
+    started = time.monotonic()
+    sent, elapsed, latencies = load(clients, seconds, work, rate)
+    last_request = started + elapsed
+    total = deployment.query("SELECT COUNT(*) FROM events")[0][0] - before
+    done_at = wait_until(
+        lambda: deployment.query(
+            "SELECT COUNT(*) FROM events WHERE id > %s AND processed_at IS NOT NULL", (first,)
+        )[0][0],
+        total,
+    )
     print(
-        f"  {how}: {sent / elapsed:7.0f} events/s accepted (request latency "
-        f"{summary(latencies)}); all processed {backlog:.1f} s after the last was accepted",
+        f"  {label}: {total / elapsed:8.0f} events/s accepted, "
+        f"{total / (done_at - started):8.0f} events/s finished; last processed "
+        f"{done_at - last_request:.2f} s after the last request; request {summary(latencies)}",
+        flush=True,
+    )
+
+
+def users_phase(
+    deployment: Deployment, api: Api, standin: PostmarkStandIn, clients: int, seconds: float
+) -> None:
+    welcomed = subject_count(standin, "Welcome")
+    prefix = f"new-{int(time.time())}"
+
+    def work(n: int, i: int) -> int:
+        api.call(
+            "PUT",
+            f"/api/users/{prefix}-{n}-{i}",
+            {"attributes": {"email": f"{prefix}-{n}-{i}@example.com", "plan": "free"}},
+        )
+        return 1
+
+    started = time.monotonic()
+    created, elapsed, latencies = load(clients, seconds, work)
+    done_at = wait_until(lambda: subject_count(standin, "Welcome") - welcomed, created)
+    print(
+        f"  new users, {clients} clients: {created / elapsed:6.0f} users/s accepted, "
+        f"{created / (done_at - started):6.0f} users/s finished (evaluated, welcome email at "
+        f"the provider); last welcome {done_at - started - elapsed:.2f} s after the last "
+        f"request; request {summary(latencies)}",
         flush=True,
     )
 
 
 def main() -> None:
     parser = argparse.ArgumentParser()
-    parser.add_argument("--seconds", type=float, default=15)
-    parser.add_argument("--batch", type=int, default=100, help="events per POST /api/events")
+    parser.add_argument("--seconds", type=float, default=10)
+    parser.add_argument("--segments", type=int, nargs="+", default=[3, 30])
+    parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument("--web-workers", type=int, default=2)
+    parser.add_argument("--web-threads", type=int, default=8)
+    parser.add_argument("--workers", type=int, default=1)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork", help="the workers' pool: prefork or threads")
     args = parser.parse_args()
-    for segments in (3, 30):
-        deployment = Deployment(scratch_dir(), config(segments))
-        try:
-            client = deployment.up(workers=2)
-            for n in range(1000):
-                client.create_user(f"user-{n}", {"score": n % 50})
-            time.sleep(2)
-            print(f"{segments} segments:", flush=True)
-            for clients in (1, 16):
-                run(deployment, client, clients, args.seconds)
-            run(deployment, client, 16, args.seconds, batch=args.batch)
-            run(deployment, client, 16, args.seconds, batch=args.batch, rate=1000)
-        finally:
-            deployment.down()
+    for segments in args.segments:
+        with PostmarkStandIn() as standin:
+            env = {
+                "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
+                "POSTMARK_API_URL": standin.url,
+                "POSTMARK_SERVER_TOKEN": "bench-token",
+            }
+            deployment = Deployment(
+                scratch_dir(),
+                config(segments),
+                concurrency=args.concurrency,
+                pool=args.pool,
+                env=env,
+            )
+            try:
+                client = deployment.up(
+                    workers=args.workers,
+                    web_workers=args.web_workers,
+                    web_threads=args.web_threads,
+                )
+                api = Api(deployment.url, deployment.api_key)
+                memory = Memory(deployment)
+                deployment.query(
+                    "INSERT INTO users (id, attributes, created_at, updated_at, version, "
+                    "evaluation_pending) SELECT CONCAT('user-', seq - 1), JSON_OBJECT('email', "
+                    "CONCAT('user-', seq - 1, '@example.com'), 'score', seq MOD 50, 'plan', "
+                    "IF(seq MOD 4 = 0, 'pro', 'free')), NOW(6), NOW(6), 1, 1 "
+                    f"FROM seq_1_to_{args.users}"
+                )
+                client.emit_many(
+                    {"user_id": f"user-{n}", "name": "login"} for n in range(args.users)
+                )
+                wait_until(lambda: subject_count(standin, "Welcome"), args.users)
+                print(
+                    f"{segments} segments, {args.users} users (process layout: gunicorn "
+                    f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
+                    f"x {args.concurrency} ({args.pool}), beat):",
+                    flush=True,
+                )
+                run = (deployment, api)
+                events_phase(*run, "one event a request, 16 clients", 16, args.seconds, args.users)
+                events_phase(
+                    *run, "same, paced at 500 events/s", 16, args.seconds, args.users, rate=500
+                )
+                events_phase(
+                    *run,
+                    "POST /api/events, 500 a request, 16 clients",
+                    16,
+                    args.seconds,
+                    args.users,
+                    batch=500,
+                )
+                events_phase(
+                    *run,
+                    "POST /v1/batch, 500 a request, 16 clients",
+                    16,
+                    args.seconds,
+                    args.users,
+                    batch=500,
+                    path="/v1/batch",
+                )
+                users_phase(deployment, api, standin, 8, args.seconds)
+                print(f"  peak memory of the production processes: {memory.stop()}", flush=True)
+            finally:
+                deployment.down()
 
 
 if __name__ == "__main__":

@@ -1,6 +1,7 @@
 #!/usr/bin/env python3
-"""Transactional latency: from the API call until the email backend has accepted the email,
-p50 and p99, with gunicorn, two Celery workers and beat over Redis, on MariaDB.
+"""Transactional latency: from the API call until the provider has accepted the email (anymail's
+Postmark backend, to the local stand-in of bench/postmark_standin.py), p50 and p99, with the
+production processes of bench/ingest.py (gunicorn, a Celery worker, beat) over Redis, on MariaDB.
 
     .venv/bin/python bench/transactional.py [--events 500]
 """
@@ -12,9 +13,11 @@ import time
 from datetime import UTC, datetime
 
 from harness import Deployment, scratch_dir, summary
+from postmark_standin import PostmarkStandIn
 
 CONFIG = """
 config = {
+    "email_provider": {"config": {"name": "postmark"}, "from_address": "shop@example.com"},
     "segments": {"buyers": {"sql": "SELECT DISTINCT e.user_id AS id FROM events e "
                                    "WHERE e.name = 'purchase'"}},
     "transactions": {"receipt": {"event": "purchase", "subject": "Thanks",
@@ -26,10 +29,20 @@ config = {
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--events", type=int, default=500)
+    parser.add_argument("--concurrency", type=int, default=2)
+    parser.add_argument("--pool", default="prefork")
     args = parser.parse_args()
-    deployment = Deployment(scratch_dir(), CONFIG)
+    standin = PostmarkStandIn().start()
+    env = {
+        "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
+        "POSTMARK_API_URL": standin.url,
+        "POSTMARK_SERVER_TOKEN": "bench-token",
+    }
+    deployment = Deployment(
+        scratch_dir(), CONFIG, concurrency=args.concurrency, pool=args.pool, env=env
+    )
     try:
-        client = deployment.up(workers=2)
+        client = deployment.up(workers=1, web_workers=2, web_threads=8)
         for n in range(50):
             client.create_user(f"u{n}", {"email": f"u{n}@example.com"})
         time.sleep(2)
@@ -50,6 +63,7 @@ def main() -> None:
         print(f"{len(latencies)} purchases, API call to email accepted: {summary(latencies)}")
     finally:
         deployment.down()
+        standin.stop()
 
 
 if __name__ == "__main__":

@@ -16,6 +16,7 @@ from django.utils.timezone import localtime
 from delivery.models import OutboxEmail
 from segflow.admin_base import Bar, CodeDefinedAdmin, ReadOnlyAdmin, bar_chart, status_badge
 from segflow.paginators import CappedPaginator
+from segflow.versions import config_of
 
 from . import progress
 from .models import Campaign, Cursor
@@ -245,9 +246,29 @@ class CampaignAdmin(CodeDefinedAdmin):
             "errors": errors,
             "email_figures": p.email_figures,
             "email_rows": email_rows,
+            "splits": [
+                {
+                    "name": split.name,
+                    "users": split.users,
+                    "branches": [
+                        {"branch": branch, "n": n, "share": f"{split.share(branch):.1%}"}
+                        for branch, n in split.branches.items()
+                    ],
+                }
+                for split in p.splits
+            ],
             "chart": bar_chart(groups, ["users entered", "emails sent"]),
             "flow_known": self.flow_lookup is not None,
         }
+
+
+def _pinned_flow(cursor: Cursor):
+    """The old flow a push left the cursor on, for the lines of its steps (None if gone)."""
+    try:
+        definition = config_of(cursor.pinned_version).campaigns.get(cursor.campaign.name)
+    except Exception:  # a version that does not load shows no lines, never a broken page
+        return None
+    return definition.flow if definition is not None else None
 
 
 @admin.register(Cursor)
@@ -311,6 +332,8 @@ class CursorAdmin(ReadOnlyAdmin):
         if cursor is not None:
             lookup = CampaignAdmin.flow_lookup
             flow = lookup(cursor.campaign) if lookup else None
+            if cursor.pinned_version is not None:
+                flow = _pinned_flow(cursor)
             context["story"] = progress.cursor_story(cursor, flow)
             context["status_badge"] = status_badge(cursor.status, cursor.get_status_display())
         return super().change_view(request, object_id, form_url, context)

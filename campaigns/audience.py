@@ -25,7 +25,7 @@ from .models import Campaign, Cursor
 def _audience_sql(
     campaign: Campaign,
     segment_ids: dict[str, int],
-    user_id: str | None,
+    user_ids: list[str] | None,
     id_range: IdRange | None = None,
 ):
     include = [segment_ids[name] for name in campaign.segments]
@@ -35,9 +35,9 @@ def _audience_sql(
         f"WHERE m.segment_id IN ({placeholders(include)})"
     )
     params: list = list(include)
-    if user_id is not None:
-        sql += " AND m.user_id = %s"
-        params.append(user_id)
+    if user_ids is not None:
+        sql += f" AND m.user_id IN ({placeholders(user_ids)})"
+        params += user_ids
     if id_range is not None:
         in_range, range_params = range_condition("m.user_id", id_range)
         sql += in_range
@@ -68,18 +68,30 @@ def reconcile_campaign(
     now: datetime,
     user_id: str | None = None,
     id_range: IdRange | None = None,
+    *,
+    user_ids: list[str] | None = None,
+    segment_ids: dict[str, int] | None = None,
 ) -> AudienceChange:
     """Enter the audience's users who have no place in the campaign; in a dynamic campaign, end
     the cursors of users who left it and let finished ones back in later.
 
-    Everyone, only `user_id`, or the users in `id_range`. New cursors are due at once.
+    Everyone, only `user_id` (or `user_ids`), or the users in `id_range`. New cursors are due at
+    once. `segment_ids` (name to id), when the caller has read them already.
     """
     if not campaign.active:
         return AudienceChange(0, 0)
-    segment_ids = _segment_ids()
-    audience, audience_params = _audience_sql(campaign, segment_ids, user_id, id_range)
+    if user_id is not None:
+        user_ids = [user_id]
+    if user_ids is not None and not user_ids:
+        return AudienceChange(0, 0)
+    segment_ids = segment_ids if segment_ids is not None else _segment_ids()
+    audience, audience_params = _audience_sql(campaign, segment_ids, user_ids, id_range)
     stamp = connection.ops.adapt_datetimefield_value(now)
-    user_filter, user_params = (" AND user_id = %s", [user_id]) if user_id is not None else ("", [])
+    user_filter, user_params = (
+        (f" AND user_id IN ({placeholders(user_ids)})", list(user_ids))
+        if user_ids is not None
+        else ("", [])
+    )
     if id_range is not None:
         in_range, range_params = range_condition("user_id", id_range)
         user_filter, user_params = user_filter + in_range, user_params + range_params
@@ -131,6 +143,22 @@ def reconcile_campaign(
         entered = max(cursor.rowcount, 0)
     tallies.note_entered(campaign.pk, entered, now)
     return AudienceChange(entered=entered, exited=exited)
+
+
+def reconcile_users(changed: dict[str, set[int]], now: datetime) -> None:
+    """Bring the campaigns up to date for users whose segments changed (user id to the ids of
+    the segments they entered or left): one reconcile per campaign for all its users."""
+    if not changed:
+        return
+    segment_ids = _segment_ids()
+    names = {pk: name for name, pk in segment_ids.items()}
+    for campaign in Campaign.objects.filter(active=True).order_by("pk"):
+        used = set(campaign.segments) | set(campaign.exclude_segments)
+        users = sorted(
+            user_id for user_id, ids in changed.items() if any(names.get(pk) in used for pk in ids)
+        )
+        if users:
+            reconcile_campaign(campaign, now, user_ids=users, segment_ids=segment_ids)
 
 
 def campaigns_using(segment_ids: set[int]) -> list[Campaign]:

@@ -43,6 +43,8 @@ class Cursor(models.Model):
         DIVERGED = "diverged", "diverged (flow changed)"
         FAILED = "failed", "failed"
         ENDED = "ended", "ended (campaign removed)"
+        # A push changed the flow under it; a new cursor runs the flow from the top.
+        RESTARTED = "restarted", "restarted (flow changed)"
 
     campaign = models.ForeignKey(Campaign, on_delete=models.CASCADE, related_name="cursors")
     user = models.ForeignKey(User, on_delete=models.CASCADE, related_name="cursors")
@@ -62,6 +64,9 @@ class Cursor(models.Model):
     ended_at = models.DateTimeField(null=True, blank=True)
     end_reason = models.TextField(blank=True)
     error = models.TextField(blank=True)
+    # Set by a push with on_change="keep_old": the version (ConfigVersion.number) whose flow this
+    # cursor keeps running until it finishes. Empty: it runs the live version's flow.
+    pinned_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "campaign_cursors"
@@ -90,6 +95,9 @@ class CursorStep(models.Model):
     result = models.JSONField(null=True, blank=True)
     user_snapshot = models.JSONField(default=dict)
     created_at = models.DateTimeField(default=timezone.now)
+    # The pushed version (ConfigVersion.number) whose flow performed this step; empty for a
+    # config that was not pushed as files.
+    config_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "campaign_cursor_steps"

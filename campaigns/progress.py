@@ -20,6 +20,7 @@ from django.utils import timezone
 
 from segflow.config.introspection import literal_send_email_templates
 from segflow.tallies import Want, hour_of, read
+from segflow.versions import describe as describe_version
 
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
 from .models import Campaign, Cursor, CursorStep
@@ -86,6 +87,21 @@ class EmailFigures:
 
 
 @dataclass
+class SplitFigures:
+    """The users an `rt.split` of the flow put in each branch."""
+
+    name: str  # the split's `name`, "" for an unnamed one
+    branches: dict[str, int]
+
+    @property
+    def users(self) -> int:
+        return sum(self.branches.values())
+
+    def share(self, branch: str) -> float:
+        return self.branches.get(branch, 0) / self.users if self.users else 0.0
+
+
+@dataclass
 class Day:
     day: date
     entries: int
@@ -101,6 +117,7 @@ class Progress:
     emails: list[EmailFigures]
     email_figures: list[str]  # the columns worth showing
     days: list[Day]
+    splits: list[SplitFigures] = field(default_factory=list)
 
     @property
     def entered(self) -> int:
@@ -118,6 +135,7 @@ def progress(campaign: Campaign, flow: Flow | None = None, now: datetime | None 
         Want("emails", campaign.name),
         Want("email_reasons", campaign.name),
         Want("sends", campaign.name, since=since),
+        Want("branches", owner),
     )
     by_kind: dict[str, list[tuple[Any, int]]] = defaultdict(list)
     for key, n in counts.items():
@@ -145,7 +163,19 @@ def progress(campaign: Campaign, flow: Flow | None = None, now: datetime | None 
         emails=emails,
         email_figures=columns,
         days=_days(now, by_kind["entries"], by_kind["sends"]),
+        splits=_splits(by_kind["branches"]),
     )
+
+
+def _splits(branches) -> list[SplitFigures]:
+    splits: dict[str, SplitFigures] = {}
+    for key, n in branches:
+        if n:
+            split = splits.setdefault(key.a, SplitFigures(key.a, {}))
+            split.branches[key.b] = split.branches.get(key.b, 0) + n
+    for split in splits.values():
+        split.branches = dict(sorted(split.branches.items()))
+    return [splits[name] for name in sorted(splits)]
 
 
 def _email_figures(campaign: Campaign, by_kind) -> tuple[list[EmailFigures], list[str]]:
@@ -317,6 +347,7 @@ class StoryStep:
     code: str = ""
     email: Any = None  # the outbox row the step wrote, if any
     until: datetime | None = None  # a wait: when it ends
+    version: str = ""  # the pushed version whose flow performed it
 
 
 @dataclass
@@ -324,6 +355,7 @@ class Story:
     steps: list[StoryStep]
     waiting: str  # what the cursor waits for now, "" once it ended
     due_at: datetime | None
+    runs_on: str = ""  # whose flow it runs: the live version's, or an old one a push kept
 
 
 def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
@@ -340,8 +372,12 @@ def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
         )
     }
     steps = []
+    described: dict[int | None, str] = {}
     for position, record in enumerate(records):
         step = StoryStep(record.index, record.created_at, record.kind, "")
+        if record.config_version not in described:
+            described[record.config_version] = describe_version(record.config_version)
+        step.version = described[record.config_version]
         if record.kind == "send_email":
             template = record.args.get("template", "")
             step.email = emails.get(record.index)
@@ -365,4 +401,11 @@ def cursor_story(cursor: Cursor, flow: Flow | None = None) -> Story:
     waiting = ""
     if cursor.status == Cursor.Status.ACTIVE:
         waiting = position_label(history)
-    return Story(steps=steps, waiting=waiting, due_at=cursor.due_at)
+    if cursor.pinned_version is not None:
+        runs_on = (
+            f"the flow of {describe_version(cursor.pinned_version)}, kept for it by a push "
+            "that changed the flow (on_change='keep_old') until it finishes"
+        )
+    else:
+        runs_on = "the flow of the live version"
+    return Story(steps=steps, waiting=waiting, due_at=cursor.due_at, runs_on=runs_on)

@@ -18,10 +18,11 @@ from django.utils import timezone
 
 from delivery.models import OutboxEmail
 from delivery.outbox import EmailOrigin, OutboxWriter
-from segflow.config import CampaignDef, Config
+from segflow.config import CampaignDef, Config, ConfigError, user_zone
 from segflow.db import lock_users
 from segflow.models import User
 from segflow.users import mark_attributes_changed
+from segflow.versions import config_of
 
 from . import tallies
 from .flow import FlowDiverged, FlowFailed, FlowRun, RecordedStep
@@ -67,9 +68,19 @@ class _Performer:
         now: datetime,
         emails: OutboxWriter,
         due_since: datetime,
+        definition: CampaignDef | None = None,
     ) -> None:
         self.config, self.cursor, self.user, self.index = config, cursor, user, index
         self.now, self.emails, self.due_since = now, emails, due_since
+        self.definition = definition
+
+    @property
+    def campaign(self) -> str:
+        return self.cursor.campaign.name
+
+    @property
+    def user_id(self) -> str:
+        return self.user.pk
 
     def send_email(self, template: str) -> SendEmailResult | NotYet:
         content = self.config.templates.get(template)
@@ -79,9 +90,13 @@ class _Performer:
                 f"(known: {', '.join(sorted(self.config.templates)) or 'none'})"
             )
         origin = EmailOrigin.campaign_step(
-            self.cursor.campaign.name, self.cursor.pk, self.index, template
+            self.cursor.campaign.name,
+            self.cursor.pk,
+            self.index,
+            template,
+            config_version=self.config.version,
         )
-        not_yet = self._waiting_for_address(origin)
+        not_yet = self._waiting_for_window(origin) or self._waiting_for_address(origin)
         if not_yet is not None:
             return not_yet
         row = self.emails.queue(content, self.user, origin)
@@ -91,6 +106,25 @@ class _Performer:
             status=row.status,
             reason=row.reason,
             outbox_id=row.pk,
+        )
+
+    def _waiting_for_window(self, origin: EmailOrigin) -> NotYet | None:
+        """Outside the campaign's send window, in the user's time zone, the email waits for the
+        window to open: the cursor is due again then, and the step is tried as if for the first
+        time (the user's zone and the window are read again)."""
+        window = self.definition.send_window if self.definition is not None else None
+        if window is None or origin.key in self.emails.existing:
+            return None
+        zone = user_zone(
+            self.user.attributes or {}, self.config.timezone_attribute, self.config.default_timezone
+        )
+        opening = window.next_opening(self.now, zone)
+        if opening is None:
+            return None
+        return NotYet(
+            retry_at=opening,
+            reason=f"outside the send window ({window}, {zone.key}); it opens at "
+            f"{opening:%Y-%m-%d %H:%M} UTC",
         )
 
     def _waiting_for_address(self, origin: EmailOrigin) -> NotYet | None:
@@ -223,12 +257,21 @@ def _advance_locked(
     campaigns = Campaign.objects.in_bulk({cursor.campaign_id for cursor in cursors})
     outcomes: dict[int, Advanced] = {}
     runnable = []
+    flow_configs: dict[int, Config] = {}  # cursors pinned to an older version's flow
+    versions: dict[int, Config | ConfigError] = {}
     for cursor in cursors:
         cursor.campaign = campaigns[cursor.campaign_id]
         if cursor.status != Cursor.Status.ACTIVE:
             outcomes[cursor.pk] = Advanced.NOT_ACTIVE
         elif cursor.due_at is None or cursor.due_at > now:
             outcomes[cursor.pk] = Advanced.NOT_DUE
+        elif cursor.pinned_version not in (None, config.version):
+            pinned = _pinned_flow(cursor, versions)
+            if pinned is None:
+                outcomes[cursor.pk] = Advanced.CONFIG_MISMATCH
+            else:
+                flow_configs[cursor.pk] = pinned[1]
+                runnable.append((cursor, pinned[0]))
         elif (
             definition := config.campaign_as_pushed(
                 cursor.campaign.name, cursor.campaign.flow_fingerprint
@@ -253,16 +296,51 @@ def _advance_locked(
     )
     steps: list[CursorStep] = []
     for cursor, definition in runnable:
+        flow_config = flow_configs.get(cursor.pk, config)
         outcomes[cursor.pk] = _run_steps(
-            cursor, users[cursor.user_id], definition, config, now, emails, steps
+            cursor, users[cursor.user_id], definition, flow_config, now, emails, steps
         )
     CursorStep.objects.bulk_create(steps)
+    tallies.note_steps(steps)
     _save_cursors([cursor for cursor, _ in runnable])
     emails.deliver_after_commit()
     for cursor, _ in runnable:
         if cursor.status in (Cursor.Status.FAILED, Cursor.Status.DIVERGED):
             _log_ended(cursor)
     return outcomes
+
+
+def _pinned_flow(
+    cursor: Cursor, versions: dict[int, Config | ConfigError]
+) -> tuple[CampaignDef, Config] | None:
+    """The flow of the version a cursor is pinned to, with that version's config (its
+    templates); None, logged, when this process cannot load it. `versions`: those the batch
+    has looked up already."""
+    number = cursor.pinned_version
+    if number not in versions:
+        try:
+            versions[number] = config_of(number)
+        except ConfigError as exc:
+            versions[number] = exc
+    pinned = versions[number]
+    if isinstance(pinned, ConfigError):
+        logger.warning(
+            "cursor %s left waiting: it runs the flow of version %s, which does not load here: %s",
+            cursor.pk,
+            number,
+            pinned,
+        )
+        return None
+    definition = pinned.campaigns.get(cursor.campaign.name)
+    if definition is None:
+        logger.warning(
+            "cursor %s left waiting: version %s has no campaign %r",
+            cursor.pk,
+            cursor.pinned_version,
+            cursor.campaign.name,
+        )
+        return None
+    return definition, pinned
 
 
 def _save_cursors(cursors: list[Cursor]) -> None:
@@ -330,7 +408,7 @@ def _run_steps(
             break
         try:
             outcome: StepOutcome = step.perform(
-                _Performer(config, cursor, user, index, now, emails, due_since)
+                _Performer(config, cursor, user, index, now, emails, due_since, definition)
             )
         except StepError as exc:
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
@@ -350,6 +428,7 @@ def _run_steps(
                 result=outcome.recorded_result,
                 user_snapshot=next_step.user_snapshot,
                 created_at=now,
+                config_version=config.version,
             )
         )
         index += 1

@@ -6,6 +6,9 @@ change to a cursor's status or step adds the difference: new cursors and exits i
 `campaigns.audience`, steps in `campaigns.runner` (`note_saved`), anything saved through the
 ORM (`Cursor.save`, as a push that ends diverged cursors does) through `post_save`, and a user's
 deletion through `pre_delete`.
+
+A split step (`rt.split`) counts once under its campaign, split name and branch, when the runner
+records it (`note_steps`): the figures of the campaign page's splits panel.
 """
 
 from __future__ import annotations
@@ -21,9 +24,10 @@ from segflow import tallies
 from segflow.models import User
 from segflow.tallies import Key, key, reason_label
 
-from .models import Cursor
+from .models import Cursor, CursorStep
+from .steps import Split
 
-KINDS = ("cursors", "cursor_errors", "entries", "cursor_failures")
+KINDS = ("cursors", "cursor_errors", "entries", "cursor_failures", "branches")
 ERROR_STATUSES = (Cursor.Status.FAILED, Cursor.Status.DIVERGED)
 # The fields a cursor's counts depend on.
 FIELDS = ("campaign_id", "status", "step_count", "end_reason", "created_at", "ended_at")
@@ -95,11 +99,32 @@ def note_ended(campaign_id: int, status: str, steps: Counter[int], now: datetime
     tallies.add(change)
 
 
+def branch_key(campaign_id: int, args: dict, branch: object) -> Key:
+    """What a recorded split step counts for: its campaign, split name and branch."""
+    return key("branches", campaign_id, (args or {}).get("name", ""), branch)
+
+
+def note_steps(steps: Iterable[CursorStep]) -> None:
+    """Count the split steps among these new step records, in the transaction that inserts
+    them."""
+    tallies.add(
+        Counter(
+            branch_key(step.cursor.campaign_id, step.args, step.result)
+            for step in steps
+            if step.kind == Split.kind
+        )
+    )
+
+
 def _user_deleted(sender, instance: User, **kwargs) -> None:
     """A user's cursors go with them: uncount them (their rows are still there, locked)."""
     change: Counter[Key] = Counter()
     for row in Cursor.objects.filter(user_id=instance.pk).values_list(*FIELDS):
         change.update(tallies.difference(counted_as(*row), []))
+    for campaign_id, args, branch in CursorStep.objects.filter(
+        cursor__user_id=instance.pk, kind=Split.kind
+    ).values_list("cursor__campaign_id", "args", "result"):
+        change[branch_key(campaign_id, args, branch)] -= 1
     tallies.add(change)
 
 
@@ -126,6 +151,12 @@ def recount() -> Counter[Key]:
             counts[key("cursor_errors", campaign_id, status, reason_label(reason))] += n
             when = tallies._as_datetime(ended_hour)
             counts[key("cursor_failures", campaign_id, status, hour=when)] += n
+    # Splits are few per cursor and their names live in JSON: counted here, not in SQL.
+    splits = CursorStep.objects.filter(kind=Split.kind).values_list(
+        "cursor__campaign_id", "args", "result"
+    )
+    for campaign_id, args, branch in splits.iterator(chunk_size=5000):
+        counts[branch_key(campaign_id, args, branch)] += 1
     return counts
 
 

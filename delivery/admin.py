@@ -8,6 +8,7 @@ from segflow import tallies
 from segflow.addresses import NotOneAddress, parse_address
 from segflow.admin_base import ADMIN_CSS, ReadOnlyAdmin, status_badge
 from segflow.paginators import CappedPaginator
+from segflow.versions import describe as describe_version
 
 from .models import OutboxEmail, Suppression, Unsubscription
 from .providers import PROVIDERS
@@ -148,7 +149,7 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
     show_full_result_count = False
     paginator = CappedPaginator
     fieldsets = (
-        (None, {"fields": ("key", "user", "status_label", "reason", "origin")}),
+        (None, {"fields": ("key", "user", "status_label", "reason", "origin", "version")}),
         (
             "Message",
             {"fields": ("from_address", "to_address", "subject", "headers", "rendered_html")},
@@ -208,6 +209,10 @@ class OutboxEmailAdmin(ReadOnlyAdmin):
         if obj.transaction_name:
             return f"transaction {obj.transaction_name}, event {obj.event_id}"
         return obj.key
+
+    @admin.display(description="written by")
+    def version(self, obj):
+        return describe_version(obj.config_version)
 
     @admin.display(description="rendered email")
     def rendered_html(self, obj):

@@ -56,6 +56,9 @@ class OutboxEmail(models.Model):
     opened_at = models.DateTimeField(null=True, blank=True, help_text="First opened.")
     clicked_at = models.DateTimeField(null=True, blank=True, help_text="First clicked.")
     feedback = models.TextField(blank=True, help_text="The provider's last word on a bounce.")
+    # The pushed version (ConfigVersion.number) that wrote it; empty for a config not pushed as
+    # files. A number, not a key: old versions are pruned, the rows that name them stay.
+    config_version = models.PositiveIntegerField(null=True, blank=True)
 
     class Meta:
         db_table = "outbox"

@@ -3,8 +3,9 @@
 `OutboxWriter` is the one way rows are written: campaigns and transactions alike queue their
 emails through it, a batch at a time. Each row is rendered and stored under the key of its cause
 (a cursor's step, or a transaction and an event), so a retried step or event finds its row
-instead of sending again; rows that may not be sent (no address, suppressed, unsubscribed) are
-stored `skipped` with the reason. `delivery.sending` then hands queued rows to the provider.
+instead of sending again; rows that may not be sent (no address, suppressed, unsubscribed, over
+the frequency cap) are stored `skipped` with the reason. `delivery.sending` then hands queued
+rows to the provider.
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from segflow.models import Event, User
 from templates.rendering import RenderError, render_email
 
 from .models import OutboxEmail
-from .policy import block_reasons
+from .policy import FrequencyCaps, block_reasons
 from .providers import from_address, provider_for
 from .unsubscribe import unsubscribe_url
 
@@ -41,15 +42,25 @@ class EmailOrigin:
     step_index: int | None = None
     transaction_name: str = ""
     event: Event | None = None
+    # The pushed version whose flow sent it, when not the writer's config's (an old flow).
+    config_version: int | None = None
 
     @classmethod
-    def campaign_step(cls, campaign: str, cursor_id: int, step_index: int, template: str):
+    def campaign_step(
+        cls,
+        campaign: str,
+        cursor_id: int,
+        step_index: int,
+        template: str,
+        config_version: int | None = None,
+    ):
         return cls(
             key=f"campaign:{cursor_id}:{step_index}",
             template_name=template,
             campaign_name=campaign,
             cursor_id=cursor_id,
             step_index=step_index,
+            config_version=config_version,
         )
 
     @classmethod
@@ -96,6 +107,10 @@ class OutboxWriter:
             else {}
         )
         self.blocked = block_reasons([(user.pk, user.email) for user in users], campaign=campaign)
+        # Transactional email is never capped.
+        self.caps = FrequencyCaps(
+            config.frequency_cap if campaign else None, [user.pk for user in users], timezone.now()
+        )
         self.queued: list[int] = []
         self.skipped: Counter[str] = Counter()
 
@@ -105,9 +120,13 @@ class OutboxWriter:
         if existing is not None:
             return existing
         reason = self.blocked.get((user.pk, user.email), "")
+        if origin.is_campaign:
+            reason = reason or self.caps.reason(user.pk)
         row = _new_row(self.config, content, user, origin, reason)
         row.save(force_insert=True)
         self.existing[origin.key] = row
+        if origin.is_campaign:
+            self.caps.note(row)
         if row.status == OutboxEmail.Status.QUEUED:
             self.queued.append(row.pk)
         elif row.status == OutboxEmail.Status.FAILED:
@@ -146,6 +165,9 @@ def _new_row(
         event=origin.event,
         created_at=now,
         updated_at=now,
+        config_version=(
+            origin.config_version if origin.config_version is not None else config.version
+        ),
     )
     if not row.to_address:
         # No address, or an attribute that is not exactly one bare address: nothing is sent.

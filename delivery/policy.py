@@ -1,12 +1,27 @@
-"""Who may be emailed: suppressed addresses get nothing, unsubscribed users get no campaigns."""
+"""Who may be emailed: suppressed addresses get nothing, unsubscribed users get no campaigns,
+and a user who had the frequency cap's number of campaign emails gets no more for a while."""
 
 from __future__ import annotations
 
+from collections import Counter
+from datetime import datetime
+
+from django.db.models import Count
+
 from segflow.addresses import normalize_address
+from segflow.config import FrequencyCapDef
 
-from .models import Suppression, Unsubscription
+from .models import OutboxEmail, Suppression, Unsubscription
 
-__all__ = ["block_reason", "block_reasons", "normalize_address", "suppress"]
+__all__ = ["FrequencyCaps", "block_reason", "block_reasons", "normalize_address", "suppress"]
+
+# The campaign emails that count against the cap: those the provider has or will have.
+CAPPED_STATUSES = (
+    OutboxEmail.Status.QUEUED,
+    OutboxEmail.Status.SENDING,
+    OutboxEmail.Status.SENT,
+    OutboxEmail.Status.UNKNOWN,
+)
 
 
 def block_reason(user_id: str, address: str, *, campaign: bool) -> str:
@@ -75,3 +90,43 @@ def suppress(
         },
     )
     return created
+
+
+class FrequencyCaps:
+    """The config's frequency cap over a batch: how many campaign emails each of its users had
+    within the cap's length, read in one query when the batch starts (its users are locked),
+    then kept up to date as the batch queues more.
+
+    Counted: campaign emails queued, being sent, sent or of unknown fate, by when they were
+    written to the outbox; not skipped or failed ones, transactional emails or test sends. A
+    user below the cap at the moment of each email never has more than the cap's number within
+    any span of its length."""
+
+    def __init__(self, cap: FrequencyCapDef | None, user_ids: list[str], now: datetime) -> None:
+        self.cap = cap
+        self.counts: Counter[str] = Counter()
+        if cap is None or not user_ids:
+            return
+        rows = (
+            OutboxEmail.objects.filter(
+                user_id__in=list(user_ids),
+                created_at__gt=now - cap.within,
+                status__in=CAPPED_STATUSES,
+            )
+            .exclude(campaign_name="")
+            .exclude(key__startswith="test:")
+            .values("user_id")
+            .annotate(n=Count("id"))
+        )
+        self.counts.update({row["user_id"]: row["n"] for row in rows})
+
+    def reason(self, user_id: str) -> str:
+        """Why a campaign email to this user must be skipped now, or "" if it may go."""
+        if self.cap is not None and self.counts[user_id] >= self.cap.emails:
+            return self.cap.reason
+        return ""
+
+    def note(self, row: OutboxEmail) -> None:
+        """A campaign email was written: count it if it counts."""
+        if row.status in CAPPED_STATUSES:
+            self.counts[row.user_id] += 1

@@ -6,7 +6,6 @@ import json
 import logging
 
 from anymail.exceptions import AnymailConfigurationError, AnymailError
-from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
 from anymail.webhooks.postmark import PostmarkTrackingWebhookView
 from django.conf import settings
 from django.http import HttpRequest, HttpResponse, JsonResponse
@@ -113,23 +112,31 @@ class PostmarkTracking(PostmarkTrackingWebhookView):
         return _parsed(self, super().parse_events, request)
 
 
-class AmazonSESTracking(AmazonSESTrackingWebhookView):
-    """anymail's SES webhook, believing only what Amazon SNS signed (delivery.sns)."""
+def _amazon_ses_tracking_view():
+    # Imported on the first SES webhook: anymail's SES module imports boto3, about 25 MB in
+    # every process, and most deployments never receive one.
+    from anymail.webhooks.amazon_ses import AmazonSESTrackingWebhookView
 
-    def run_validators(self, request):
-        message = self._parse_sns_message(request)
-        if not isinstance(message, dict):
-            raise BadPayload("body: not an SNS message (a JSON object)")
-        super().run_validators(request)  # the shared secret; SNS's headers match the body
-        sns.verify(message)
+    class AmazonSESTracking(AmazonSESTrackingWebhookView):
+        """anymail's SES webhook, believing only what Amazon SNS signed (delivery.sns)."""
 
-    def parse_events(self, request):
-        return _parsed(self, super().parse_events, request)
+        def run_validators(self, request):
+            message = self._parse_sns_message(request)
+            if not isinstance(message, dict):
+                raise BadPayload("body: not an SNS message (a JSON object)")
+            super().run_validators(request)  # the shared secret; SNS's headers match the body
+            sns.verify(message)
+
+        def parse_events(self, request):
+            return _parsed(self, super().parse_events, request)
+
+    return AmazonSESTracking.as_view()
 
 
-def _webhook(view_class):
-    """anymail's webhook view, refused while no shared secret is set, with 400 for bad bodies."""
-    view = view_class.as_view()
+def _webhook(make_view):
+    """anymail's webhook view (made on first use), refused while no shared secret is set, with
+    400 for bad bodies."""
+    made: list = []
 
     @csrf_exempt
     def guarded(request: HttpRequest, *args, **kwargs) -> HttpResponse:
@@ -141,8 +148,10 @@ def _webhook(view_class):
                 },
                 status=403,
             )
+        if not made:
+            made.append(make_view())
         try:
-            return view(request, *args, **kwargs)
+            return made[0](request, *args, **kwargs)
         except (AnymailError, AnymailConfigurationError, ValueError) as exc:
             # A wrong secret, a body that is not the provider's JSON, a webhook of the wrong
             # kind, a message Amazon did not sign: the sender gets told, and nothing was
@@ -159,5 +168,5 @@ def _webhook(view_class):
     return guarded
 
 
-postmark_tracking = _webhook(PostmarkTracking)
-amazon_ses_tracking = _webhook(AmazonSESTracking)
+postmark_tracking = _webhook(PostmarkTracking.as_view)
+amazon_ses_tracking = _webhook(_amazon_ses_tracking_view)

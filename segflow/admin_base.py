@@ -49,6 +49,7 @@ TONES = {
     "diverged": "warn",
     "failed": "bad",
     "ended": "quiet",
+    "restarted": "quiet",
     # emails
     "queued": "info",
     "sending": "info",

@@ -790,6 +790,8 @@ def push_lines(client: Client, location, dry_run, rollback, to, args=None):
         bundle = collect_bundle(location)
         yield f"Pushing {location} to {client.url}{suffix} ..."
         answer = client.push(bundle, dry_run=dry_run, timeout=timeout)
+    for warning in answer.get("warnings") or []:  # (a server before warnings sends none)
+        yield f"Warning: {warning}"
     yield answer["plan"]
     if answer.get("outcome"):
         yield answer["outcome"]

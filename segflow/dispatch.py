@@ -16,6 +16,9 @@ claimed for it).
 from __future__ import annotations
 
 import logging
+import os
+import threading
+import time
 
 from celery import current_app
 from django.conf import settings
@@ -131,3 +134,152 @@ def broker_problem(timeout: float) -> str | None:
 def _shown(args: tuple) -> str:
     text = repr(args)
     return text if len(text) <= 200 else text[:200] + "…)"
+
+
+# ---------------------------------------------------------------------------------------------
+# Queues kept in the database: events and users waiting for evaluation.
+#
+# An accepted event is a committed row with an empty `processed_at`, and a changed user a row with
+# `evaluation_pending` set: the database is the queue, and workers drain it in batches (see
+# `segflow.pipeline.drain_events`). With a broker, a write only rings a doorbell: a flag in
+# this process that a background thread turns into at most one drain task on the broker per
+# queue at a time, whatever the request rate. Without one, the write's own rows are processed
+# in this process after commit, as any other task.
+
+DRAIN_TASKS = {"events": "drain_events", "users": "drain_users"}
+INLINE_TASKS = {"events": "process_events", "users": "evaluate_users"}
+
+
+def wake(queue: str, ids: list) -> None:
+    """Work was added to `queue` ("events" or "users"): its rows, `ids`, are committed."""
+    if settings.SEGFLOW_TASKS_INLINE:
+        enqueue_in_batches(INLINE_TASKS[queue], ids)
+        return
+    _doorbell().ring(queue)
+
+
+def drain_started(queue: str) -> None:
+    """A drain of `queue` begins: the next ring hands out another drain task (for what arrives
+    after this one has looked)."""
+    if not settings.SEGFLOW_TASKS_INLINE:
+        _doorbell().answered(queue)
+
+
+def ring_again(queue: str) -> None:
+    """A drain stops with work left: hand out the next drain task now, unless one waits."""
+    if not settings.SEGFLOW_TASKS_INLINE:
+        _doorbell().publish(queue)
+
+
+class Doorbell:
+    """Turns many rings into few drain tasks.
+
+    Rings set a flag; one daemon thread per process publishes. With a Redis broker, a key per
+    queue (set while a drain task waits on the broker, deleted when it starts) lets every
+    process see that one is already waiting, so the broker holds at most one waiting drain task
+    per queue; the key expires after SEGFLOW_DOORBELL_LEASE_SECONDS in case that task is lost.
+    A drain that starts looks at everything committed before it, so nothing rung before its
+    start is missed, and what is rung after finds the key gone and hands out the next one.
+    """
+
+    def __init__(self, broker_url: str) -> None:
+        self._pid = os.getpid()
+        self.broker_url = broker_url
+        self._rung: set[str] = set()
+        self._lock = threading.Lock()
+        self._ringing = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._redis = None
+        url = broker_url
+        if url.startswith(("redis://", "rediss://", "unix://")):
+            import redis
+
+            timeout = settings.SEGFLOW_BROKER_TIMEOUT_SECONDS
+            self._redis = redis.Redis.from_url(
+                url, socket_timeout=timeout, socket_connect_timeout=timeout
+            )
+
+    def ring(self, queue: str) -> None:
+        if not settings.SEGFLOW_DOORBELL_THREAD:
+            self.publish(queue)
+            return
+        with self._lock:
+            self._rung.add(queue)
+            if self._thread is None:
+                self._thread = threading.Thread(
+                    target=self._run, name="segflow-doorbell", daemon=True
+                )
+                self._thread.start()
+        self._ringing.set()
+
+    def answered(self, queue: str) -> None:
+        if self._redis is not None:
+            try:
+                self._redis.delete(_doorbell_key(queue))
+            except Exception as exc:
+                logger.warning("could not clear the %s doorbell: %s", queue, exc)
+
+    def _run(self) -> None:
+        pause = settings.SEGFLOW_DOORBELL_PAUSE_SECONDS
+        while True:
+            self._ringing.wait()
+            self._ringing.clear()
+            with self._lock:
+                rung, self._rung = self._rung, set()
+            for queue in sorted(rung):
+                try:
+                    self.publish(queue)
+                except Exception:
+                    # Never let the thread die: the tick rings every queue again.
+                    logger.exception("the %s doorbell failed", queue)
+            time.sleep(pause)
+
+    def publish(self, queue: str) -> bool:
+        """Hand out one drain task for `queue`, unless one is already waiting for a worker."""
+        if settings.SEGFLOW_TASKS_INLINE:
+            return True  # the settings changed under a running process (tests do)
+        if self._redis is not None:
+            lease = int(settings.SEGFLOW_DOORBELL_LEASE_SECONDS * 1000)
+            try:
+                if not self._redis.set(_doorbell_key(queue), 1, nx=True, px=lease):
+                    return True
+            except Exception as exc:
+                logger.warning("the %s doorbell could not reach Redis (%s)", queue, exc)
+        if enqueue(DRAIN_TASKS[queue]):
+            return True
+        if self._redis is not None:
+            try:
+                self._redis.delete(_doorbell_key(queue))
+            except Exception:
+                pass  # the key expires with its lease
+        return False
+
+
+def _doorbell_key(queue: str) -> str:
+    return f"segflow:doorbell:{queue}"
+
+
+_doorbell_instance: Doorbell | None = None
+_doorbell_lock = threading.Lock()
+
+
+def _doorbell() -> Doorbell:
+    """This process's doorbell (a forked process gets its own thread and connection)."""
+    global _doorbell_instance
+    url = current_app.conf.broker_url or ""
+    bell = _doorbell_instance
+    if bell is None or bell._pid != os.getpid() or bell.broker_url != url:
+        with _doorbell_lock:
+            bell = _doorbell_instance
+            if bell is None or bell._pid != os.getpid() or bell.broker_url != url:
+                bell = _doorbell_instance = Doorbell(url)
+    return bell
+
+
+def ring_all() -> None:
+    """Hand out a drain of every queue now (the schedule's tick: a lost ring is found here)."""
+    if settings.SEGFLOW_TASKS_INLINE:
+        return
+    bell = _doorbell()
+    for queue in DRAIN_TASKS:
+        bell.publish(queue)

@@ -134,6 +134,7 @@ def health(now: datetime | None = None) -> Health:
                 sweep * 2,
                 "admin:segflow_event_changelist",
                 {"processed_at__isnull": "True"},
+                order="pk",
             ),
             _backlog(
                 "users waiting for segment evaluation",
@@ -157,8 +158,14 @@ def _campaigns(now: datetime) -> list:
 
 
 def _backlog(
-    name: str, rows, column: str, late_after: timedelta, changelist: str, query: dict
+    name: str,
+    rows,
+    column: str,
+    late_after: timedelta,
+    changelist: str,
+    query: dict,
+    order: str | None = None,  # an indexed order whose first row is the oldest
 ) -> Backlog:
-    oldest = rows.order_by(column).values_list(column, flat=True).first()
+    oldest = rows.order_by(order or column).values_list(column, flat=True).first()
     count = rows.order_by()[: BACKLOG_CAP + 1].count() if oldest is not None else 0
     return Backlog(name, count, oldest, late_after, changelist, urlencode(query))

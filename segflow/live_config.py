@@ -124,6 +124,7 @@ class LiveConfig:
                 RETRY_FAILED_LOAD_SECONDS,
             )
             return self._fallback(why)
+        config.version = version.number
         self._config, self._version, self._failed = config, bundle_fingerprint, None
         logger.info("now running the pushed config, version %s", version.number)
         return config

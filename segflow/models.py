@@ -68,7 +68,7 @@ class Event(models.Model):
             models.Index(fields=["user", "created_at"]),
             models.Index(fields=["user", "timestamp"]),
             models.Index(fields=["name", "created_at"]),
-            models.Index(fields=["processed_at", "created_at"]),
+            models.Index(fields=["processed_at", "id"]),
         ]
 
     def __str__(self) -> str:

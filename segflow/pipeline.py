@@ -7,6 +7,7 @@ or swept up again). Tasks and the embedded ticker call these; nothing here knows
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -23,8 +24,8 @@ from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
-from .db import lock_user, lock_users
-from .dispatch import enqueue, enqueue_each, enqueue_in_batches
+from .db import lock_users
+from .dispatch import drain_started, enqueue, enqueue_in_batches, ring_again, ring_all
 from .live_config import live_config
 from .models import Event, User
 from .upkeep import after_tick
@@ -43,27 +44,34 @@ def _evaluate_users(
         if (attributes and row.reads_users) or (events and row.reads_events)
     ]
     changes = segments.evaluate_users([user.pk for user in users], chosen, now)
-    for user_id, change in changes.items():
-        for campaign in audience.campaigns_using(change.segment_ids):
-            audience.reconcile_campaign(campaign, now, user_id=user_id)
+    audience.reconcile_users(
+        {user_id: set(change.segment_ids) for user_id, change in changes.items()}, now
+    )
     new_cursors = claims.claim_new_cursors([user.pk for user in users], now)
     if new_cursors:
         transaction.on_commit(lambda: hand_out_cursors(new_cursors))
     if attributes:
+        # Only where no write came since the user was read (their version is the one evaluated).
+        evaluated = Q()
         for user in users:
-            User.objects.filter(pk=user.pk, version=user.version).update(evaluation_pending=False)
+            evaluated |= Q(pk=user.pk, version=user.version)
+        User.objects.filter(evaluated).update(evaluation_pending=False)
 
 
 def evaluate_user(user_id: str) -> None:
     """After a user's attributes changed: their attribute segments, then their campaigns."""
+    evaluate_users([user_id])
+
+
+def evaluate_users(user_ids: list[str]) -> None:
+    """After users' attributes changed: their attribute segments, then their campaigns."""
     config, now = live_config.sync(), timezone.now()
     if not live_config.is_live(config):
-        return  # left pending: the schedule hands it out again
+        return  # left pending: the schedule hands them out again
     with transaction.atomic():
-        user = lock_user(user_id)
-        if user is None or not user.evaluation_pending:
-            return
-        _evaluate_users([user], config, now, attributes=True, events=False)
+        users = [u for u in lock_users(user_ids).values() if u.evaluation_pending]
+        if users:
+            _evaluate_users(users, config, now, attributes=True, events=False)
 
 
 def process_events(event_ids: list[int]) -> None:
@@ -71,28 +79,23 @@ def process_events(event_ids: list[int]) -> None:
 
     A batch is one transaction, its users locked in id order, with a few statements for all of
     its events. If it fails, its events are processed one by one, so one bad event holds up
-    only itself.
+    only itself (it is tried again SEGFLOW_SWEEP_AFTER_SECONDS later).
     """
     config = live_config.sync()
     if not live_config.is_live(config):
         return  # left pending: the schedule hands them out again
+    now = timezone.now()
     try:
         with transaction.atomic():
-            _process_events(event_ids, config, timezone.now())
+            _process_events(event_ids, config, now)
     except OperationalError:
         raise  # a lock conflict: the task tries the batch again
     except Exception:
         if len(event_ids) == 1:
+            Event.objects.filter(pk__in=event_ids).update(swept_at=now)
             raise
         logger.exception("a batch of %s events failed; processing them one by one", len(event_ids))
-        for event_id in event_ids:
-            try:
-                process_event(event_id, config)
-            except OperationalError:
-                raise
-            except Exception:
-                # Left unprocessed: the sweep hands it out again; the others go on.
-                logger.exception("event %s could not be processed", event_id)
+        _process_one_by_one(event_ids, config, now)
 
 
 def process_event(event_id: int, config: Config | None = None) -> None:
@@ -104,7 +107,10 @@ def process_event(event_id: int, config: Config | None = None) -> None:
         _process_events([event_id], config, timezone.now())
 
 
-def _process_events(event_ids: list[int], config: Config, now: datetime) -> None:
+def _process_events(event_ids: list[int], config: Config, now: datetime) -> list[int]:
+    """Process these events; returns the ids of those processed. An event is left for later when
+    an older event of its user is not processed yet (a worker has it in hand): events of a user
+    are processed in the order they were accepted."""
     user_ids = sorted(set(Event.objects.filter(pk__in=event_ids).values_list("user_id", flat=True)))
     users = lock_users(user_ids)
     # Read after the locks: an event another worker processed meanwhile is left alone.
@@ -114,7 +120,12 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> None
         ).order_by("pk")
     )
     if not events:
-        return
+        return []
+    behind = _users_with_older_events(events)
+    if behind:
+        events = [event for event in events if event.user_id not in behind]
+        if not events:
+            return []
     send_transactions(config, users, events)
     touched = [users[user_id] for user_id in dict.fromkeys(e.user_id for e in events)]
     # Users whose own attribute evaluation is still pending get it now, too.
@@ -124,7 +135,113 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> None
     rest = [user for user in touched if not user.evaluation_pending]
     if rest:
         _evaluate_users(rest, config, now, attributes=False, events=True)
-    Event.objects.filter(pk__in=[event.pk for event in events]).update(processed_at=now)
+    done = [event.pk for event in events]
+    Event.objects.filter(pk__in=done).update(processed_at=now)
+    return done
+
+
+def _users_with_older_events(events: list[Event]) -> set[str]:
+    """The users among `events`' who have an unprocessed event older than these (claimed by
+    another worker that has not reached its users' locks yet)."""
+    ids = [event.pk for event in events]
+    return set(
+        Event.objects.filter(
+            processed_at__isnull=True,
+            pk__lt=ids[-1],
+            swept_at__isnull=True,  # held back after failing: it does not hold up the rest
+            user_id__in={event.user_id for event in events},
+        )
+        .exclude(pk__in=ids)
+        .values_list("user_id", flat=True)
+        .distinct()
+    )
+
+
+def drain_events() -> int:
+    """Process unprocessed events, oldest first, SEGFLOW_DRAIN_BATCH_SIZE to a transaction, until
+    none is left or SEGFLOW_DRAIN_SECONDS have passed. Workers share the queue: each claims the
+    next batch that no other has locked (`SKIP LOCKED`). Returns how many were processed."""
+    drain_started("events")
+    config = live_config.sync()
+    if not live_config.is_live(config):
+        return 0  # left pending: the tick rings again
+    deadline = time.monotonic() + settings.SEGFLOW_DRAIN_SECONDS
+    size = settings.SEGFLOW_DRAIN_BATCH_SIZE
+    processed = 0
+    while True:
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                claimed = _claim_events(now, size)
+                done = _process_events(claimed, config, now) if claimed else []
+        except OperationalError:
+            raise  # a lock conflict: the task tries again
+        except Exception:
+            logger.exception("a batch of %s events failed; processing them one by one", size)
+            done = _process_one_by_one(claimed, config, now)
+        processed += len(done)
+        if len(claimed) < size:
+            return processed
+        if time.monotonic() > deadline:
+            ring_again("events")  # the rest goes to the next drain task
+            return processed
+        if not done:
+            time.sleep(0.01)  # all held back behind older events another worker has in hand
+
+
+def _claim_events(now: datetime, size: int) -> list[int]:
+    """Lock the next `size` unprocessed events no other worker holds, oldest first. An event
+    whose processing failed is held back for SEGFLOW_SWEEP_AFTER_SECONDS."""
+    before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
+    return list(
+        Event.objects.select_for_update(skip_locked=True)
+        .filter(Q(swept_at__isnull=True) | Q(swept_at__lte=before), processed_at__isnull=True)
+        .order_by("pk")
+        .values_list("pk", flat=True)[:size]
+    )
+
+
+def _process_one_by_one(event_ids: list[int], config: Config, now: datetime) -> list[int]:
+    done: list[int] = []
+    for event_id in event_ids:
+        try:
+            with transaction.atomic():
+                done += _process_events([event_id], config, now)
+        except OperationalError:
+            raise
+        except Exception:
+            logger.exception("event %s could not be processed; trying it again later", event_id)
+            Event.objects.filter(pk=event_id).update(swept_at=now)
+    return done
+
+
+def drain_users() -> int:
+    """Evaluate users whose attributes changed, SEGFLOW_DRAIN_BATCH_SIZE to a transaction, until
+    none is left or SEGFLOW_DRAIN_SECONDS have passed; as `drain_events`."""
+    drain_started("users")
+    config = live_config.sync()
+    if not live_config.is_live(config):
+        return 0
+    deadline = time.monotonic() + settings.SEGFLOW_DRAIN_SECONDS
+    size = settings.SEGFLOW_DRAIN_BATCH_SIZE
+    evaluated = 0
+    while True:
+        now = timezone.now()
+        with transaction.atomic():
+            users = list(
+                User.objects.select_for_update(skip_locked=True)
+                .filter(evaluation_pending=True)
+                .order_by("evaluation_pending", "updated_at")[:size]
+            )
+            if users:
+                users.sort(key=lambda user: user.pk)
+                _evaluate_users(users, config, now, attributes=True, events=False)
+        evaluated += len(users)
+        if len(users) < size:
+            return evaluated
+        if time.monotonic() > deadline:
+            ring_again("users")
+            return evaluated
 
 
 def hand_out_cursors(cursor_ids: list[int]) -> int:
@@ -155,10 +272,12 @@ def refresh_segment(
     definition: SegmentDef,
     now: datetime,
     id_range: segments.IdRange | None = None,
+    *,
+    on_range: segments.OnRange | None = None,
 ):
     """Re-evaluate a whole segment (or the users in `id_range`) and bring the campaigns that use
-    it up to date for the same users."""
-    count = segments.refresh_segment(row, definition, now, id_range)
+    it up to date for the same users. `on_range` hears of each range of users done."""
+    count = segments.refresh_segment(row, definition, now, id_range, on_range=on_range)
     changes = {
         campaign.name: audience.reconcile_campaign(campaign, now, id_range=id_range)
         for campaign in audience.campaigns_using({row.pk})
@@ -237,39 +356,40 @@ def tick(now: datetime | None = None) -> TickReport:
             enqueue("refresh_time_segment", row.pk)
             report.refreshed_segments.append(row.name)
     report.swept = sweep(now)
+    drain_queues()
     report.cursors_started = run_due_cursors(now)
     after_tick(now)  # the admin's figures: the tick is recorded, counts are folded
     return report
 
 
-def sweep(now: datetime) -> int:
-    """Hand out again the work whose after-commit task never ran (a crash, a lost message).
+def drain_queues() -> None:
+    """Events and users the writes' own doorbells missed (a lost task, a broker that was down,
+    an event held back after failing): drained here in the embedded default, handed to a
+    worker with a broker."""
+    if settings.SEGFLOW_TASKS_INLINE:
+        for drain in (drain_events, drain_users):
+            try:
+                drain()
+            except Exception:
+                logger.exception("%s failed; the next tick tries again", drain.__name__)
+        return
+    ring_all()
 
-    Each item handed out is stamped `swept_at` and is not handed out again for another sweep
-    delay: under a backlog, work waiting in the queue is not queued again and again.
+
+def sweep(now: datetime) -> int:
+    """Hand out again the emails whose after-commit task never ran (a crash, a lost message).
+
+    Each email handed out is stamped `swept_at` and is not handed out again for another sweep
+    delay: under a backlog, work waiting in the queue is not queued again and again. (Events
+    and users are queues of their own: `drain_queues`.)
     """
     before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
-    not_recently_swept = Q(swept_at__isnull=True) | Q(swept_at__lte=before)
-    events = list(
-        Event.objects.filter(not_recently_swept, processed_at__isnull=True, created_at__lte=before)
-        .order_by("created_at")
-        .values_list("pk", flat=True)[:500]
-    )
-    users = list(
-        User.objects.filter(
-            not_recently_swept, evaluation_pending=True, updated_at__lte=before
-        ).values_list("pk", flat=True)[:500]
-    )
     # Emails: retries that are due, first sends whose task was lost, and rows a dead sender left
     # in `sending` (marked `unknown`, never sent again: see delivery/sending.py).
     sending.mark_stale_sending(now)
     emails = sending.due_retry_ids(now, not_swept_since=before)
-    Event.objects.filter(pk__in=events).update(swept_at=now)
-    User.objects.filter(pk__in=users).update(swept_at=now)
     OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
     # What the broker does not take keeps its mark: a sweep SEGFLOW_SWEEP_AFTER_SECONDS later
     # hands it out again.
-    enqueue_in_batches("process_events", events)
-    enqueue_each("evaluate_user", users)
     enqueue_in_batches("deliver_emails", emails)
-    return len(events) + len(users) + len(emails)
+    return len(emails)

@@ -16,6 +16,7 @@ from __future__ import annotations
 import getpass
 import socket
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
@@ -24,13 +25,15 @@ from pathlib import Path
 
 from django.conf import settings
 from django.db import IntegrityError, transaction
-from django.db.models import Max
+from django.db.models import Max, Q
 from django.utils import timezone
 
 from campaigns import audience, runner
+from campaigns.checks import check_flows
 from campaigns.models import Campaign, Cursor
 from segments import services as segments
 from segments.models import Segment
+from templates.checks import missing_templates
 from templates.models import EmailTemplate
 from templates.rendering import RenderError, check_template
 from transactions.models import Transaction
@@ -87,6 +90,39 @@ class PlanLine:
         return f"  {self.sign} {self.name}{': ' + self.detail if self.detail else ''}"
 
 
+@dataclass
+class InFlight:
+    """What a push that changes a campaign's flow does with the users in the middle of it."""
+
+    on_change: str
+    old_version: int | None  # the version whose flow they ran until now, if stored
+    continued: int = 0  # replay cleanly: go on with the new flow
+    restarted: int = 0
+    kept_old: int = 0
+    ended: int = 0
+
+    @property
+    def total(self) -> int:
+        return self.continued + self.restarted + self.kept_old + self.ended
+
+    def describe(self) -> str:
+        old = f"version {self.old_version}" if self.old_version else "the old version"
+        return (
+            f"{self.total} user(s) in flight, on_change={self.on_change!r}: "
+            f"{self.continued} continue on the new flow, {self.restarted} restart from the top, "
+            f"{self.kept_old} stay on {old}, {self.ended} end"
+        )
+
+    def as_json(self) -> dict:
+        return {
+            "on_change": self.on_change,
+            "continue": self.continued,
+            "restart": self.restarted,
+            "keep_old": self.kept_old,
+            "end": self.ended,
+        }
+
+
 SECTIONS = ("Email provider", "Templates", "Transactions", "Segments", "Campaigns", "Files")
 
 
@@ -99,6 +135,9 @@ class PushPlan:
     version: int | None = None  # the version live after this push (once it has changes)
     git_commit: str | None = None
     git_dirty: bool | None = None
+    warnings: list[str] = field(default_factory=list)  # `file:line: ...`, shown, not refused
+    # Per campaign whose flow changed: what becomes of its users in flight.
+    in_flight: dict[str, InFlight] = field(default_factory=dict)
 
     def add(self, section: str, sign: str, name: str, detail: str = "") -> PlanLine:
         line = PlanLine(sign, name, detail)
@@ -152,7 +191,34 @@ class PushPlan:
             "dry_run": self.dry_run,
             "version": self.version,
             "rollback_to": self.rollback_to,
+            "warnings": self.warnings,
+            "in_flight": {name: counts.as_json() for name, counts in self.in_flight.items()},
         }
+
+
+@dataclass(frozen=True)
+class EvaluationProgress:
+    """How far a push is in evaluating its new and changed segments, range of users by range
+    (SEGFLOW_SEGMENT_CHUNK_USERS): given to a push's `progress` after each range."""
+
+    segment: str  # the segment of the range just done
+    segments_done: int
+    segments: int
+    ranges_done: int  # of all the segments' ranges together
+    ranges: int
+    entered: int  # memberships, so far
+    left: int
+    seconds: float  # since the evaluation began
+
+    @property
+    def seconds_left(self) -> float | None:
+        """At the pace so far; None before a range is done."""
+        if not self.ranges_done:
+            return None
+        return self.seconds / self.ranges_done * (self.ranges - self.ranges_done)
+
+
+Progress = Callable[[EvaluationProgress], None]
 
 
 def push(
@@ -163,13 +229,14 @@ def push(
     bundle: Bundle | None = None,
     actor: Actor | None = None,
     rollback_to: ConfigVersion | None = None,
+    progress: Progress | None = None,
 ) -> PushPlan:
     """Apply `config` (or, with dry_run, only say what applying it would do).
 
     `bundle` is the config's files, stored as a new version when they differ from the live
     one: by default the bundle it was loaded from, else its folder's (a config built in code,
     with no file, is applied without a version). `rollback_to` is a stored version applied
-    again: no new version is made.
+    again: no new version is made. `progress` hears how the evaluation of segments goes.
     """
     now = now or timezone.now()
     actor = actor or Actor.local()
@@ -198,6 +265,7 @@ def push(
                 check_template(content, config.base_dir)
             except RenderError as exc:
                 raise PushError(f"{section}.{content.name}: {exc}") from exc
+    plan.warnings = _check_code(config)
     with transaction.atomic():
         live = current_version()
         _diff_email_provider(config, plan)
@@ -213,8 +281,8 @@ def push(
         )
         changed_segments = _sync_segments(config, plan, now)
         touched_campaigns, changed_flows = _sync_campaigns(config, plan, now)
-        _evaluate(config, plan, changed_segments, touched_campaigns, now)
-        _check_in_flight(config, plan, changed_flows, now)
+        _evaluate(config, plan, changed_segments, touched_campaigns, now, progress)
+        _check_in_flight(config, plan, changed_flows, live, now)
         if bundle is not None:
             _diff_files(bundle, live, plan)
         version = None
@@ -243,12 +311,24 @@ def push(
         else:
             # This process runs what it pushed at once; the others load it when they next sync.
             fingerprint = bundle.fingerprint if bundle is not None else None
+            if bundle is not None:
+                running.version = plan.version
             transaction.on_commit(lambda: live_config.set(running, version=fingerprint))
             if not settings.SEGFLOW_TASKS_INLINE:
                 # Workers start the new cursors now. Embedded, the ticker does within a second:
                 # a push is a config change, and sends nothing itself.
                 transaction.on_commit(lambda: enqueue("run_due_cursors"))
     return plan
+
+
+def _check_code(config: Config) -> list[str]:
+    """Read the flows and templates for mistakes that would show only when a user reaches them;
+    refuse the config on any, before anything is applied. Returns the warnings."""
+    findings = check_flows(config) + missing_templates(config)
+    errors = [str(f) for f in findings if not f.warning]
+    if errors:
+        raise ConfigError("\n".join(errors))
+    return [str(f) for f in findings if f.warning]
 
 
 def _bundle_of(config: Config) -> Bundle | None:
@@ -342,7 +422,13 @@ def _prune_versions() -> None:
             kept.append(version_id)
             if len(kept) >= wanted:
                 break
-    ConfigVersion.objects.exclude(pk__in=kept).delete()
+    # The old flows users were left on (on_change="keep_old") stay until those users finish.
+    pinned = (
+        Cursor.objects.filter(status=Cursor.Status.ACTIVE, pinned_version__isnull=False)
+        .values_list("pinned_version", flat=True)
+        .distinct()
+    )
+    ConfigVersion.objects.exclude(pk__in=kept).exclude(number__in=list(pinned)).delete()
 
 
 def _diff_files(bundle: Bundle, live: ConfigVersion | None, plan: PushPlan) -> None:
@@ -365,7 +451,13 @@ def _diff_files(bundle: Bundle, live: ConfigVersion | None, plan: PushPlan) -> N
 # The three ways in: a config on this machine, a bundle sent over HTTP, a stored version.
 
 
-def push_location(location: str, *, dry_run: bool = False, actor: Actor | None = None) -> PushPlan:
+def push_location(
+    location: str,
+    *,
+    dry_run: bool = False,
+    actor: Actor | None = None,
+    progress: Progress | None = None,
+) -> PushPlan:
     """Push the config at `location` on this machine (`manage.py segflow_push`)."""
     actor = actor or Actor.local()
     audit = Audit(actor, "push", dry_run, location=location)
@@ -375,7 +467,7 @@ def push_location(location: str, *, dry_run: bool = False, actor: Actor | None =
         audit.saw(bundle)
         with _cache(dry_run) as root:
             config = _load_here(bundle, location, root)
-            return push(config, dry_run=dry_run, bundle=bundle, actor=actor)
+            return push(config, dry_run=dry_run, bundle=bundle, actor=actor, progress=progress)
 
     return audit.run(run)
 
@@ -394,7 +486,11 @@ def push_bundle(bundle: Bundle, *, dry_run: bool = False, actor: Actor) -> PushP
 
 
 def rollback(
-    to: int | None = None, *, dry_run: bool = False, actor: Actor | None = None
+    to: int | None = None,
+    *,
+    dry_run: bool = False,
+    actor: Actor | None = None,
+    progress: Progress | None = None,
 ) -> PushPlan:
     """Apply again a stored version: `to`, or else the one live before the current one."""
     actor = actor or Actor.local()
@@ -406,7 +502,9 @@ def rollback(
         audit.saw(bundle)
         with _cache(dry_run) as root:
             config = load_bundle(bundle, root=root)
-            return push(config, dry_run=dry_run, actor=actor, rollback_to=version)
+            return push(
+                config, dry_run=dry_run, actor=actor, rollback_to=version, progress=progress
+            )
 
     return audit.run(run)
 
@@ -640,7 +738,8 @@ def _sync_campaigns(config: Config, plan: PushPlan, now: datetime):
                 changed_flows.append(row)
             Campaign.objects.filter(pk=row.pk).update(updated_at=now, **fields)
             row.refresh_from_db()
-            plan.add("Campaigns", "~", name, f"{', '.join(what)} changed")
+            # What the table does not keep (a send window) shows as the settings.
+            plan.add("Campaigns", "~", name, f"{', '.join(what) or 'settings'} changed")
             touched.append(row)
     for name, row in stored.items():
         if name not in config.campaigns and row.active:
@@ -655,10 +754,17 @@ def _evaluate(
     changed_segments: list[Segment],
     touched_campaigns: list[Campaign],
     now: datetime,
+    progress: Progress | None = None,
 ) -> None:
     campaign_changes: dict[str, audience.AudienceChange] = {}
+    tracker = (
+        _Tracker(progress, len(changed_segments))
+        if progress is not None and changed_segments
+        else None
+    )
     for row in changed_segments:
-        count, changes = refresh_segment(row, config.segments[row.name], now)
+        on_range = tracker.on_range(row.name) if tracker is not None else None
+        count, changes = refresh_segment(row, config.segments[row.name], now, on_range=on_range)
         line = plan.find("Segments", row.name)
         line.detail += f", {count.entered} user(s) entered, {count.left} left"
         for name, change in changes.items():
@@ -678,6 +784,44 @@ def _evaluate(
             line.detail += f", {detail}"
 
 
+class _Tracker:
+    """Counts the ranges done across all the segments a push evaluates, for its `progress`."""
+
+    def __init__(self, progress: Progress, segments_count: int) -> None:
+        self.progress = progress
+        self.segments = segments_count
+        # Every segment is evaluated over the same ranges: the push holds its transaction.
+        self.ranges_each = len(segments.user_id_ranges())
+        self.started = time.monotonic()
+        self.segments_done = self.ranges_done = self.entered = self.left = 0
+
+    def on_range(self, name: str) -> Callable[[segments.IdRange, segments.RefreshCount], None]:
+        done_here = 0
+
+        def report(_: segments.IdRange, count: segments.RefreshCount) -> None:
+            nonlocal done_here
+            done_here += 1
+            self.ranges_done += 1
+            self.entered += count.entered
+            self.left += count.left
+            if done_here == self.ranges_each:
+                self.segments_done += 1
+            self.progress(
+                EvaluationProgress(
+                    segment=name,
+                    segments_done=self.segments_done,
+                    segments=self.segments,
+                    ranges_done=self.ranges_done,
+                    ranges=self.ranges_each * self.segments,
+                    entered=self.entered,
+                    left=self.left,
+                    seconds=time.monotonic() - self.started,
+                )
+            )
+
+        return report
+
+
 def _add_change(into: dict, name: str, change: audience.AudienceChange) -> None:
     before = into.get(name, audience.AudienceChange(0, 0))
     into[name] = audience.AudienceChange(
@@ -686,27 +830,78 @@ def _add_change(into: dict, name: str, change: audience.AudienceChange) -> None:
 
 
 def _check_in_flight(
-    config: Config, plan: PushPlan, changed_flows: list[Campaign], now: datetime
+    config: Config,
+    plan: PushPlan,
+    changed_flows: list[Campaign],
+    live: ConfigVersion | None,
+    now: datetime,
 ) -> None:
-    """Replay the users already in a changed flow; end the cursors the new code diverges on."""
+    """Replay the users in a changed flow on the new code. Those it replays go on with it; the
+    others, as the campaign's `on_change` says: end, restart from the top, or keep the old flow
+    (the version live until now) until they finish. Users already left on an older version by
+    an earlier push keep theirs."""
+    old_number = live.number if live is not None else None
     for row in changed_flows:
         definition = config.campaigns[row.name]
-        clean = diverged = 0
-        active = Cursor.objects.filter(campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0)
+        counts = InFlight(on_change=definition.on_change, old_version=old_number)
+        on_live = Q(pinned_version__isnull=True)
+        if old_number is not None:
+            on_live |= Q(pinned_version=old_number)
+        active = Cursor.objects.filter(
+            on_live, campaign=row, status=Cursor.Status.ACTIVE, step_count__gt=0
+        )
         cursors = active.select_related("campaign").prefetch_related("steps")
         for cursor in cursors.iterator(chunk_size=500):
             reason = runner.replay_check(cursor, definition)
             if reason is None:
-                clean += 1
-                continue
-            diverged += 1
-            runner.end_cursor(cursor, Cursor.Status.DIVERGED, reason, now)
-            cursor.updated_at = now
-            cursor.save(
-                update_fields=["status", "due_at", "ended_at", "end_reason", "error", "updated_at"]
-            )
-        line = plan.find("Campaigns", row.name)
-        line.detail += (
-            f"; {clean + diverged} user(s) in flight: {clean} replay cleanly on the new flow, "
-            f"{diverged} diverge and end"
-        )
+                counts.continued += 1
+                if cursor.pinned_version is not None:
+                    cursor.pinned_version = None
+                    cursor.save(update_fields=["pinned_version"])
+            elif definition.on_change == "keep_old" and old_number is not None:
+                counts.kept_old += 1
+                cursor.pinned_version = old_number
+                cursor.save(update_fields=["pinned_version"])
+            elif definition.on_change == "restart":
+                counts.restarted += 1
+                _restart(cursor, reason, now)
+            else:
+                counts.ended += 1
+                if definition.on_change == "keep_old":
+                    reason += "; the old flow was not stored as a version, so it cannot go on"
+                _end_diverged(cursor, Cursor.Status.DIVERGED, reason, now)
+        plan.in_flight[row.name] = counts
+        plan.find("Campaigns", row.name).detail += f"; {counts.describe()}"
+
+
+def _end_diverged(cursor: Cursor, status: str, reason: str, now: datetime) -> None:
+    runner.end_cursor(cursor, status, reason, now)
+    cursor.updated_at = now
+    cursor.save(
+        update_fields=[
+            "status",
+            "due_at",
+            "ended_at",
+            "end_reason",
+            "error",
+            "entry_key",
+            "updated_at",
+        ]
+    )
+
+
+def _restart(cursor: Cursor, reason: str, now: datetime) -> Cursor:
+    """End the cursor and give its user a new one, due now, at the top of the new flow: a new
+    cursor has its own emails, so the flow sends again what it sends (docs/config.md)."""
+    cursor.entry_key = None  # the new cursor holds the user's place in the campaign
+    _end_diverged(cursor, Cursor.Status.RESTARTED, f"{reason}; restarted from the top", now)
+    return Cursor.objects.create(
+        campaign=cursor.campaign,
+        user_id=cursor.user_id,
+        status=Cursor.Status.ACTIVE,
+        entry_key=cursor.user_id,
+        step_count=0,
+        due_at=now,
+        created_at=now,
+        updated_at=now,
+    )

@@ -25,6 +25,21 @@ def evaluate_user(user_id: str) -> None:
     pipeline.evaluate_user(user_id)
 
 
+@shared_task(name="segflow.evaluate_users", **RETRY)
+def evaluate_users(user_ids: list[str]) -> None:
+    pipeline.evaluate_users(user_ids)
+
+
+@shared_task(name="segflow.drain_events", **RETRY)
+def drain_events() -> int:
+    return pipeline.drain_events()
+
+
+@shared_task(name="segflow.drain_users", **RETRY)
+def drain_users() -> int:
+    return pipeline.drain_users()
+
+
 @shared_task(name="segflow.advance_cursors", **RETRY)
 def advance_cursors(cursor_ids: list[int]) -> dict[int, str]:
     return pipeline.advance_cursors(cursor_ids)

@@ -12,7 +12,7 @@ from django.db.models import F
 from django.utils import timezone
 
 from .db import insert_ignore, lock_user, lock_users, placeholders
-from .dispatch import enqueue, enqueue_in_batches
+from .dispatch import wake
 from .models import Event, User
 
 
@@ -35,7 +35,7 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
                 # Created by a concurrent request since we looked: replace theirs, like a PUT.
                 user = lock_user(user_id)
             else:
-                transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
+                transaction.on_commit(lambda: wake("users", [user_id]))
                 return user, True
         user.attributes = attributes
         mark_attributes_changed(user, now)
@@ -80,7 +80,7 @@ def mark_attributes_changed(user: User, now: datetime) -> None:
     # The row is locked, so the version it had is the one just incremented.
     user.updated_at, user.version, user.evaluation_pending = now, user.version + 1, True
     user_id = user.pk
-    transaction.on_commit(lambda: enqueue("evaluate_user", user_id))
+    transaction.on_commit(lambda: wake("users", [user_id]))
 
 
 def delete_user(user_id: str) -> bool:
@@ -149,7 +149,7 @@ def store_event(new: NewEvent) -> Recorded:
             event = new.row(now)
             event.save(force_insert=True)
             event_id = event.pk
-            transaction.on_commit(lambda: enqueue("process_events", [event_id]))
+            transaction.on_commit(lambda: wake("events", [event_id]))
     except IntegrityError:
         # The message id was stored meanwhile (committed: the insert waited for its lock).
         stored = _stored_events([new.message_id]).get(new.message_id) if new.message_id else None
@@ -219,7 +219,7 @@ def store_events(
                 results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
         ids = [row.pk for row, ok in zip(rows, inserted, strict=True) if ok]
         if ids:
-            transaction.on_commit(lambda: enqueue_in_batches("process_events", ids))
+            transaction.on_commit(lambda: wake("events", ids))
     return results
 
 

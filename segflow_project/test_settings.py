@@ -12,6 +12,8 @@ import tempfile
 os.environ.setdefault("SECRET_KEY", "segflow-tests-only")
 os.environ.setdefault("ALLOWED_HOSTS", "*")
 os.environ.setdefault("SEGFLOW_INLINE_TASKS_RAISE", "1")
+# Rings publish in line, so a test sees the drain task it caused at once.
+os.environ.setdefault("SEGFLOW_DOORBELL_THREAD", "0")
 os.environ.setdefault("SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND", "1")
 # Pushed configs are cached outside the checkout, in a folder of this run's, removed at its end.
 _cache_dir = os.path.join(tempfile.gettempdir(), f"segflow-test-config-cache-{os.getpid()}")

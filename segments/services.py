@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import re
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import date, datetime
 
@@ -238,8 +239,17 @@ def range_condition(column: str, id_range: IdRange) -> tuple[str, list]:
     return sql, params
 
 
+# Told of each range done, with what changed in it: how a caller shows progress.
+OnRange = Callable[[IdRange, RefreshCount], None]
+
+
 def refresh_segment(
-    row: Segment, definition: SegmentDef, now: datetime, id_range: IdRange | None = None
+    row: Segment,
+    definition: SegmentDef,
+    now: datetime,
+    id_range: IdRange | None = None,
+    *,
+    on_range: OnRange | None = None,
 ) -> RefreshCount:
     """Re-evaluate the segment for all users (or those in `id_range`), in the database: no user
     id passes through Python. All users are done range by range (SEGFLOW_SEGMENT_CHUNK_USERS),
@@ -252,9 +262,13 @@ def refresh_segment(
         for each in user_id_ranges():
             count = _refresh_range(row, definition, now, each)
             entered, left = entered + count.entered, left + count.left
+            if on_range is not None:
+                on_range(each, count)
         count = RefreshCount(entered=entered, left=left)
     else:
         count = _refresh_range(row, definition, now, id_range)
+        if on_range is not None:
+            on_range(id_range, count)
     whole = id_range is None or id_range == (None, None)
     history.snapshot(
         row,

@@ -210,11 +210,12 @@ class Deployment:
         *,
         concurrency: int = 3,
         env: dict | None = None,
+        pool: str = "prefork",
         mysql_server: str = MYSQL_SERVER,
         redis_url: str = REDIS_URL,
     ) -> None:
         self.tmp = tmp_path
-        self.concurrency = concurrency
+        self.concurrency, self.pool = concurrency, pool
         self.mysql_server, self.redis_url = mysql_server, redis_url
         self.database = f"segflow_workers_{os.getpid()}"
         self.mail_dir = tmp_path / "mail"
@@ -279,6 +280,8 @@ class Deployment:
             "worker",
             "--concurrency",
             str(self.concurrency),
+            "--pool",
+            self.pool,
             "--hostname",
             f"{name}@%h",
             "--loglevel",
@@ -306,7 +309,9 @@ class Deployment:
             str(self.tmp / f"{name}-schedule"),
         )
 
-    def up(self, workers: int = 2, push: bool = True) -> Client:
+    def up(
+        self, workers: int = 2, push: bool = True, web_workers: int = 3, web_threads: int = 4
+    ) -> Client:
         """Start everything; `push=False` leaves the config to be pushed over HTTP later."""
         with mysql_connection(server=self.mysql_server) as conn:
             conn.cursor().execute(f"DROP DATABASE IF EXISTS {self.database}")
@@ -330,9 +335,9 @@ class Deployment:
             "--bind",
             f"127.0.0.1:{self.port}",
             "--workers",
-            "3",
+            str(web_workers),
             "--threads",
-            "4",
+            str(web_threads),
         )
         for n in range(1, workers + 1):
             self.start_worker(f"w{n}")
@@ -344,6 +349,23 @@ class Deployment:
             except Exception:
                 assert time.monotonic() < deadline, (self.tmp / "web.log").read_text()
                 time.sleep(0.3)
+
+    def memory(self) -> dict[str, int]:
+        """Resident memory (bytes) of each started process and its children, by name."""
+        by_name: dict[str, int] = {}
+        page = os.sysconf("SC_PAGE_SIZE")
+        for name, process in self.processes.items():
+            total = 0
+            for stat in Path("/proc").glob("[0-9]*/stat"):
+                try:
+                    fields = stat.read_text().rsplit(")", 1)[1].split()
+                    # A started process leads its own process group (start_new_session).
+                    if int(fields[2]) == process.pid:
+                        total += int(fields[21]) * page
+                except (OSError, IndexError, ValueError):
+                    continue
+            by_name[name] = total
+        return by_name
 
     def down(self) -> None:
         for name in list(self.processes):

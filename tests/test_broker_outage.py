@@ -13,14 +13,19 @@ import time
 
 import pytest
 from celery import current_app
-from django.conf import settings as django_settings
 from django.db import OperationalError
 from kombu.exceptions import OperationalError as BrokerError
 
 from campaigns import runner
 from campaigns.models import Cursor
 from segflow.models import Event, User
-from segflow.pipeline import evaluate_user, run_due_cursors, sweep
+from segflow.pipeline import (
+    drain_events,
+    drain_queues,
+    drain_users,
+    evaluate_user,
+    run_due_cursors,
+)
 
 from .conftest import sent
 from .deployment import ROOT
@@ -91,15 +96,22 @@ def test_writes_that_committed_are_answered_as_stored_while_the_broker_is_down(
     assert User.objects.count() == 2 and Event.objects.count() == 3
     assert "not handed to the broker" in caplog.text
 
-    # Nothing was handed out; once the broker is back, the schedule's sweep hands it all out.
+    # Nothing was handed out. The events and the users wait in their queues (the database):
+    # once the broker is back, the next tick hands out one drain of each.
     assert broker.sent == []
+    assert Event.objects.filter(processed_at__isnull=True).count() == 3
+    assert User.objects.filter(evaluation_pending=True).count() == 2
     broker.down = False
-    clock.advance(seconds=django_settings.SEGFLOW_SWEEP_AFTER_SECONDS)
-    sweep(clock.now)
-    assert sorted(e for batch in broker.tasks("process_events") for e in batch[0]) == sorted(
-        Event.objects.values_list("pk", flat=True)
-    )
-    assert sorted(args[0] for args in broker.tasks("evaluate_user")) == ["jane", "sam"]
+    drain_queues()
+    assert sorted(name for name, _ in broker.sent) == [
+        "segflow.drain_events",
+        "segflow.drain_users",
+    ]
+    # What such a drain does on a worker: everything is processed.
+    drain_events()
+    drain_users()
+    assert Event.objects.filter(processed_at__isnull=True).count() == 0
+    assert User.objects.filter(evaluation_pending=True).count() == 0
 
 
 def test_new_cursors_whose_hand_off_failed_are_released_for_the_next_tick(

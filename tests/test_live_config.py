@@ -232,28 +232,37 @@ config = {
 
 
 @pytest.mark.redis
-def test_the_sweep_hands_out_lost_work_once_per_delay_not_every_tick(
-    write_config, pushed, clock, settings, redis_broker
+def test_writes_and_ticks_keep_at_most_one_drain_task_waiting_per_queue(
+    write_config, pushed, clock, redis_broker
 ):
-    """With a broker, handed-out work waits in Redis; the sweep must not queue it again and
-    again while it waits (a backlog would snowball)."""
-    from segflow.models import User
-    from segflow.pipeline import sweep
+    """With a broker, events and changed users wait in the database; writes and ticks hand out a
+    drain task, but never a second while one waits in Redis (a backlog would snowball), and one
+    again as soon as a drain has started (what arrives after it looked is not forgotten)."""
+    import json
+
+    from segflow.dispatch import drain_started
+    from segflow.pipeline import drain_queues
+
+    def waiting() -> list[str]:
+        return sorted(
+            json.loads(m)["headers"]["task"] for m in redis_broker.lrange("celery", 0, -1)
+        )
 
     pushed(write_config(SIMPLE))
-    User.objects.create(id="lost", attributes={}, evaluation_pending=True)
-    Event.objects.create(user_id="lost", name="click", attributes={})
-    settings.SEGFLOW_SWEEP_AFTER_SECONDS = 30
-    redis_broker.flushdb()  # the push's own kick of the schedule
-    clock.advance(seconds=31)
-    assert sweep(clock.now) == 2
-    for _ in range(10):
-        clock.advance(seconds=1)
-        assert sweep(clock.now) == 0
-    assert redis_broker.llen("celery") == 2
-    clock.advance(seconds=30)
-    assert sweep(clock.now) == 2  # still not done: once more, a delay later
-    assert redis_broker.llen("celery") == 4
+    redis_broker.delete("celery")  # the push's own kick of the schedule
+    for n in range(20):
+        user_service.put_user(f"u{n}", {})
+        user_service.record_event(f"u{n}", "click", {})
+    drain_queues()
+    assert waiting() == ["segflow.drain_events", "segflow.drain_users"]
+    drain_started("events")  # a worker took the drain task
+    (taken,) = [m for m in redis_broker.lrange("celery", 0, -1) if b"drain_events" in m]
+    redis_broker.lrem("celery", 1, taken)
+    assert waiting() == ["segflow.drain_users"]
+    user_service.record_event("u1", "click", {})
+    user_service.record_event("u2", "click", {})
+    assert waiting().count("segflow.drain_events") == 1
+    assert Event.objects.filter(processed_at__isnull=True).count() == 22
 
 
 @pytest.mark.redis

@@ -149,7 +149,10 @@ def test_changed_flow_replays_users_whose_steps_still_match(write_config, pushed
     clock.advance_and_tick(hours=2)  # welcome sent, waiting a day
     # A later step changes: a's recorded steps (welcome, wait) still replay on the new code.
     plan = pushed(write_config(config_text(second="news")))
-    assert "1 user(s) in flight: 1 replay cleanly on the new flow, 0 diverge" in plan.render()
+    assert (
+        "1 user(s) in flight, on_change='end': 1 continue on the new flow, 0 restart from the "
+        "top, 0 stay on version 1, 0 end" in plan.render()
+    )
     clock.advance_and_tick(days=1)
     assert sent("a") == ["welcome", "news"]
 
@@ -163,7 +166,8 @@ def test_changed_flow_ends_cursors_that_diverge_instead_of_sending_the_wrong_thi
     assert sent("a") == ["welcome", "tips"]
     plan = pushed(write_config(config_text(second="news")))
     assert (
-        "1 user(s) in flight: 0 replay cleanly on the new flow, 1 diverge and end" in plan.render()
+        "1 user(s) in flight, on_change='end': 0 continue on the new flow, 0 restart from the "
+        "top, 0 stay on version 1, 1 end" in plan.render()
     )
     cursor = Cursor.objects.get(user_id="a")
     assert cursor.status == Cursor.Status.DIVERGED

@@ -11,12 +11,6 @@ from __future__ import annotations
 from typing import Any
 
 from anymail.exceptions import AnymailAPIError
-from botocore.exceptions import (
-    ConnectionClosedError,
-    ConnectTimeoutError,
-    EndpointConnectionError,
-    ReadTimeoutError,
-)
 from django.conf import settings as django_settings
 
 from .base import EmailProvider, Failure, classify_common, describe_exception
@@ -56,6 +50,14 @@ class AmazonSESProvider(EmailProvider):
     def classify(self, exc: Exception) -> Failure:
         if not isinstance(exc, AnymailAPIError):
             return classify_common(exc)
+        # Imported here: botocore costs every process megabytes, and only SES's senders need it.
+        from botocore.exceptions import (
+            ConnectionClosedError,
+            ConnectTimeoutError,
+            EndpointConnectionError,
+            ReadTimeoutError,
+        )
+
         cause, reason = exc.__cause__, describe_exception(exc)
         if isinstance(cause, ConnectTimeoutError | EndpointConnectionError):
             return Failure("transient", reason)

@@ -575,6 +575,17 @@ class RollbackBody(Closed):
     dry_run = serializers.BooleanField(required=False, default=False)
 
 
+class InFlight(Closed):
+    on_change = serializers.ChoiceField(choices=["end", "restart", "keep_old"])
+    # "continue" is a Python keyword: the field is named in the schema, not as an attribute.
+    keep_old = serializers.IntegerField(min_value=0)
+    restart = serializers.IntegerField(min_value=0)
+    end = serializers.IntegerField(min_value=0)
+
+
+InFlight._declared_fields["continue"] = serializers.IntegerField(min_value=0)
+
+
 class Plan(Closed):
     plan = serializers.CharField(help_text="The plan, as a local push prints it.")
     outcome = serializers.CharField()
@@ -585,6 +596,17 @@ class Plan(Closed):
     )
     rollback_to = serializers.IntegerField(
         allow_null=True, help_text="The version a rollback applied again."
+    )
+    warnings = serializers.ListField(
+        child=serializers.CharField(),
+        help_text="What the push found risky in the flows but did not refuse, each "
+        "`file:line: ...` (a flow reading the clock or `random`, which replay runs again).",
+    )
+    in_flight = serializers.DictField(
+        child=InFlight(),
+        help_text="Per campaign whose flow changed: how many of the users in the middle of it "
+        "continue on the new flow, restart from the top, stay on the old version, or end "
+        "(docs/config.md, `on_change`).",
     )
 
 

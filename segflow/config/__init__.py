@@ -4,6 +4,7 @@
   config is made of (`Config`, `CampaignDef`, ...);
 - `loading`: importing a config file and validating every key, with errors that name the key;
 - `introspection`: reading a config's functions without running them (sources, fingerprints);
+- `sending_rules`: when campaign emails may go out (send windows, the frequency cap);
 - `bundle`: a config as files (its folder), as a push stores it and every process loads it.
 
 Which config a process runs is not here: see `segflow.live_config`.
@@ -22,9 +23,11 @@ from .definitions import (
     EmailProviderConfig,
     EmailProviderDef,
     EmailProviderSettings,
+    FrequencyCapConfig,
     SegflowConfig,
     SegmentConfig,
     SegmentDef,
+    SendWindowConfig,
     TemplateConfig,
     TemplateDef,
     TransactionConfig,
@@ -33,6 +36,7 @@ from .definitions import (
 )
 from .introspection import call_with_arity, source_of
 from .loading import import_config_module, load_config, validate_config
+from .sending_rules import FrequencyCapDef, SendWindowDef, user_zone
 
 __all__ = [
     "BEHAVIORS",
@@ -47,9 +51,13 @@ __all__ = [
     "EmailProviderConfig",
     "EmailProviderDef",
     "EmailProviderSettings",
+    "FrequencyCapConfig",
+    "FrequencyCapDef",
     "SegflowConfig",
     "SegmentConfig",
     "SegmentDef",
+    "SendWindowConfig",
+    "SendWindowDef",
     "TemplateConfig",
     "TemplateDef",
     "TransactionConfig",
@@ -62,5 +70,6 @@ __all__ = [
     "load_config",
     "register_email_provider",
     "source_of",
+    "user_zone",
     "validate_config",
 ]

@@ -8,12 +8,13 @@ from __future__ import annotations
 import json
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import time, timedelta
 from functools import cached_property
 from pathlib import Path
 from typing import Any, Literal, NotRequired, Protocol, TypedDict
 
 from .introspection import sha256
+from .sending_rules import FrequencyCapDef, SendWindowDef
 
 # ---------------------------------------------------------------------------------------------
 # The public shape of a config, for type checkers and for people reading it.
@@ -49,11 +50,26 @@ class SegmentConfig(TypedDict, total=False):
     refresh_every: timedelta | None
 
 
+class SendWindowConfig(TypedDict):
+    start: str | time  # "09:00"
+    end: str | time  # "20:00"; at or before `start`: the next day's
+    days: NotRequired[str | list[str]]  # "mon-fri", "sat,sun", ["mon", "wed"]; else every day
+
+
+class FrequencyCapConfig(TypedDict):
+    emails: int
+    within: timedelta
+
+
 class CampaignConfig(TypedDict):
     segments: list[str]
     exclude_segments: NotRequired[list[str]]
     behavior: Literal["static", "dynamic"]
     flow: Callable[..., Iterator[Any]]
+    send_window: NotRequired[SendWindowConfig]
+    # What a push that changes the flow does with users whose steps the new flow no longer
+    # replays (see docs/config.md): "end" (the default), "restart" or "keep_old".
+    on_change: NotRequired[Literal["end", "restart", "keep_old"]]
 
 
 class TransactionConfig(TypedDict):
@@ -68,6 +84,9 @@ class SegflowConfig(TypedDict, total=False):
     segments: dict[str, SegmentConfig]
     campaigns: dict[str, CampaignConfig]
     transactions: dict[str, TransactionConfig]
+    frequency_cap: FrequencyCapConfig
+    timezone_attribute: str
+    default_timezone: str
 
 
 # ---------------------------------------------------------------------------------------------
@@ -80,6 +99,7 @@ class ConfigError(Exception):
 
 PROVIDERS = ("postmark", "amazon_ses", "django")
 BEHAVIORS = ("static", "dynamic")
+ON_CHANGE = ("end", "restart", "keep_old")
 MAX_NAME_LENGTH = 255
 
 
@@ -173,6 +193,15 @@ class CampaignDef:
     source: str
     fingerprint: str
     flow_fingerprint: str
+    # Applied by the push that changes the flow, to the cursors that diverge; not part of the
+    # fingerprints: it changes nothing about how the campaign runs.
+    on_change: str = "end"
+    send_window: SendWindowDef | None = None
+
+
+# Where a user's time zone is read from when the config does not say.
+TIMEZONE_ATTRIBUTE = "timezone"
+DEFAULT_TIMEZONE = "UTC"
 
 
 @dataclass
@@ -184,9 +213,15 @@ class Config:
     segments: dict[str, SegmentDef] = field(default_factory=dict)
     campaigns: dict[str, CampaignDef] = field(default_factory=dict)
     transactions: dict[str, TransactionDef] = field(default_factory=dict)
+    frequency_cap: FrequencyCapDef | None = None
+    timezone_attribute: str = TIMEZONE_ATTRIBUTE
+    default_timezone: str = DEFAULT_TIMEZONE
     # The files it was loaded from, when it was loaded from a pushed version's bundle
     # (segflow.config.bundle.Bundle): a push of this config stores those very files.
     bundle: Any = field(default=None, repr=False, compare=False)
+    # The number of the pushed version it was loaded from (ConfigVersion.number), once known:
+    # what outbox rows and cursor steps record as the version that made them.
+    version: int | None = field(default=None, compare=False)
 
     @cached_property
     def fingerprint(self) -> str:
@@ -197,6 +232,14 @@ class Config:
             "campaigns": {k: v.fingerprint for k, v in self.campaigns.items()},
             "transactions": {k: v.fingerprint for k, v in self.transactions.items()},
         }
+        # Only when set, so that the fingerprints of configs without them stay as they were.
+        if self.frequency_cap is not None:
+            parts["frequency_cap"] = self.frequency_cap.describe()
+        if (self.timezone_attribute, self.default_timezone) != (
+            TIMEZONE_ATTRIBUTE,
+            DEFAULT_TIMEZONE,
+        ):
+            parts["time_zones"] = [self.timezone_attribute, self.default_timezone]
         return sha256(json.dumps(parts, sort_keys=True))
 
     def segment_as_pushed(self, name: str, fingerprint: str) -> SegmentDef | None:

@@ -16,7 +16,7 @@ import sys
 import traceback
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager, suppress
-from datetime import timedelta
+from datetime import time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -24,6 +24,7 @@ from ..db import NAMED_PARAMETER
 from .definitions import (
     BEHAVIORS,
     MAX_NAME_LENGTH,
+    ON_CHANGE,
     PROVIDERS,
     CampaignDef,
     Config,
@@ -41,6 +42,7 @@ from .introspection import (
     sha256,
     source_of,
 )
+from .sending_rules import DAY_NAMES, FrequencyCapDef, SendWindowDef, zone_named
 
 # ---------------------------------------------------------------------------------------------
 # Loading.
@@ -140,12 +142,15 @@ def validate_config(
     base_dir = base_dir or Path.cwd()
     _require_mapping(raw, "config")
     _reject_unknown_keys(
-        raw, "config", {"email_provider", "templates", "segments", "campaigns", "transactions"}
+        raw,
+        "config",
+        {"email_provider", "templates", "segments", "campaigns", "transactions", *SENDING_KEYS},
     )
     config = Config(
         location=location,
         base_dir=base_dir,
         email_provider=_email_provider(raw.get("email_provider"), "email_provider"),
+        **_sending_rules(raw),
     )
     for name, item in _named_items(raw, "templates"):
         config.templates[name] = _email_content(
@@ -350,7 +355,9 @@ def _default_refresh() -> timedelta:
 
 def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     _require_mapping(raw, path)
-    _reject_unknown_keys(raw, path, {"segments", "exclude_segments", "behavior", "flow"})
+    _reject_unknown_keys(
+        raw, path, {"segments", "exclude_segments", "behavior", "flow", "send_window", "on_change"}
+    )
     segments = _segment_list(raw.get("segments"), f"{path}.segments", config, required=True)
     exclude = _segment_list(raw.get("exclude_segments", []), f"{path}.exclude_segments", config)
     overlap = set(segments) & set(exclude)
@@ -362,6 +369,12 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
     behavior = raw.get("behavior", "static")
     if behavior not in BEHAVIORS:
         raise ConfigError(f"{path}.behavior: must be 'static' or 'dynamic', got {behavior!r}")
+    on_change = raw.get("on_change", "end")
+    if on_change not in ON_CHANGE:
+        raise ConfigError(
+            f"{path}.on_change: must be one of {', '.join(repr(m) for m in ON_CHANGE)}, "
+            f"got {on_change!r}"
+        )
     flow = raw.get("flow")
     if not inspect.isgeneratorfunction(flow):
         raise ConfigError(
@@ -378,7 +391,13 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
                 f"(known: {', '.join(sorted(config.templates)) or 'none'})"
             )
     flow_fingerprint = sha256(flow_source)
-    fingerprint = sha256(json.dumps([segments, exclude, behavior, flow_fingerprint]))
+    send_window = (
+        _send_window(raw["send_window"], f"{path}.send_window") if "send_window" in raw else None
+    )
+    parts: list[Any] = [segments, exclude, behavior, flow_fingerprint]
+    if send_window is not None:  # (only then, so campaigns without one keep their fingerprint)
+        parts.append(send_window.describe())
+    fingerprint = sha256(json.dumps(parts))
     return CampaignDef(
         name=name,
         segments=tuple(segments),
@@ -388,6 +407,8 @@ def _campaign(name: str, raw: Any, path: str, config: Config) -> CampaignDef:
         source=flow_source,
         fingerprint=fingerprint,
         flow_fingerprint=flow_fingerprint,
+        send_window=send_window,
+        on_change=on_change,
     )
 
 
@@ -439,3 +460,102 @@ def _check_arity(fn: Callable, path: str, most: int) -> None:
     if arity is not None and not 1 <= arity <= most:
         expected = "(user)" if most == 1 else "(user) or (user, event)"
         raise ConfigError(f"{path}: must be a function of {expected}, takes {arity} arguments")
+
+
+# ---------------------------------------------------------------------------------------------
+# When campaign emails may go out: time zones, send windows, the frequency cap.
+
+SENDING_KEYS = ("frequency_cap", "timezone_attribute", "default_timezone")
+_CLOCK = re.compile(r"(\d{1,2}):(\d{2})")
+
+
+def _sending_rules(raw: dict) -> dict[str, Any]:
+    rules: dict[str, Any] = {}
+    if "timezone_attribute" in raw:
+        attribute = raw["timezone_attribute"]
+        if not isinstance(attribute, str) or not attribute.strip():
+            raise ConfigError(
+                f"timezone_attribute: must name the user attribute that holds their time zone "
+                f"(such as 'timezone'), got {attribute!r}"
+            )
+        rules["timezone_attribute"] = attribute
+    if "default_timezone" in raw:
+        default = raw["default_timezone"]
+        if not isinstance(default, str) or zone_named(default) is None:
+            raise ConfigError(
+                f"default_timezone: must be an IANA time zone such as 'UTC' or "
+                f"'Europe/Berlin', got {default!r}"
+            )
+        rules["default_timezone"] = default
+    if raw.get("frequency_cap") is not None:
+        rules["frequency_cap"] = _frequency_cap(raw["frequency_cap"], "frequency_cap")
+    return rules
+
+
+def _frequency_cap(raw: Any, path: str) -> FrequencyCapDef:
+    _require_mapping(raw, path)
+    _reject_unknown_keys(raw, path, {"emails", "within"})
+    emails, within = raw.get("emails"), raw.get("within")
+    if isinstance(emails, bool) or not isinstance(emails, int) or emails < 1:
+        raise ConfigError(
+            f"{path}.emails: must be a whole number of at least 1 (the most campaign emails a "
+            f"user gets within 'within'), got {emails!r}"
+        )
+    if not isinstance(within, timedelta) or within.total_seconds() < 1:
+        raise ConfigError(
+            f"{path}.within: must be a timedelta of at least one second, such as "
+            f"timedelta(days=7), got {within!r}"
+        )
+    return FrequencyCapDef(emails=emails, within=within)
+
+
+def _send_window(raw: Any, path: str) -> SendWindowDef:
+    _require_mapping(raw, path)
+    _reject_unknown_keys(raw, path, {"start", "end", "days"})
+    for key in ("start", "end"):
+        if key not in raw:
+            raise ConfigError(f"{path}.{key}: required, a time of day such as '09:00'")
+    start = _time_of_day(raw["start"], f"{path}.start", end=False)
+    end = _time_of_day(raw["end"], f"{path}.end", end=True)
+    if start == end:
+        raise ConfigError(
+            f"{path}: start and end are both {raw['start']}, a window that never opens; leave "
+            "send_window out to send at any time"
+        )
+    days = _days(raw.get("days", "mon-sun"), f"{path}.days")
+    return SendWindowDef(start=start, end=end, days=days)
+
+
+def _time_of_day(value: Any, path: str, *, end: bool) -> int:
+    """Minutes after midnight; "24:00" only as an end (the end of the day)."""
+    if isinstance(value, time):
+        return value.hour * 60 + value.minute
+    match = _CLOCK.fullmatch(value.strip()) if isinstance(value, str) else None
+    if match:
+        hours, minutes = int(match[1]), int(match[2])
+        if minutes < 60 and (hours < 24 or (end and hours == 24 and minutes == 0)):
+            return hours * 60 + minutes
+    raise ConfigError(f"{path}: must be a time of day 'HH:MM' (24-hour clock), got {value!r}")
+
+
+def _days(value: Any, path: str) -> frozenset[int]:
+    """'mon-fri', 'sat,sun', 'fri-mon' (a range may wrap around the week), or a list of those."""
+    parts = value.split(",") if isinstance(value, str) else value
+    if not isinstance(parts, list | tuple) or not parts:
+        raise ConfigError(
+            f"{path}: must be days such as 'mon-fri' or ['sat', 'sun'], got {value!r}"
+        )
+    days: set[int] = set()
+    for part in parts:
+        if not isinstance(part, str):
+            raise ConfigError(f"{path}: days are names such as 'mon', got {part!r}")
+        first, _, last = part.strip().lower().partition("-")
+        for name in (first, last) if last else (first,):
+            if name not in DAY_NAMES:
+                raise ConfigError(
+                    f"{path}: unknown day {name!r}; use {', '.join(DAY_NAMES)}, ranges such as "
+                    "'mon-fri', or a list of them"
+                )
+        a, b = DAY_NAMES.index(first), DAY_NAMES.index(last or first)
+        days.update((a + i) % 7 for i in range((b - a) % 7 + 1))
+    return frozenset(days)

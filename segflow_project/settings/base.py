@@ -153,6 +153,16 @@ SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS = env.int(
 )
 # How many due cursors one task advances together, and how many emails one task delivers.
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
+# Events and users waiting for evaluation are drained by workers this many at a time, for at most
+# this long per task before the task hands the rest to the next one.
+SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=200)
+SEGFLOW_DRAIN_SECONDS = env.float("SEGFLOW_DRAIN_SECONDS", default=2.0)
+# A process turns the writes it takes into at most one drain task per queue every this long.
+SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", default=0.002)
+# Rings are published by a thread of their own, off the request's path (tests publish in line).
+SEGFLOW_DOORBELL_THREAD = env.bool("SEGFLOW_DOORBELL_THREAD", default=True)
+# A drain task waiting on the broker stops others being queued for this long at most.
+SEGFLOW_DOORBELL_LEASE_SECONDS = env.float("SEGFLOW_DOORBELL_LEASE_SECONDS", default=2.0)
 # A whole segment is re-evaluated this many users at a time (one task each for a time-based one).
 SEGFLOW_SEGMENT_CHUNK_USERS = env.int("SEGFLOW_SEGMENT_CHUNK_USERS", default=100_000)
 

@@ -7,6 +7,8 @@ from segflow.config import ConfigError
 from segflow.push import PushError, failure_message, push_location
 from segflow.push import rollback as roll_back
 
+from ..push_progress import PushProgress
+
 
 class Command(BaseCommand):
     help = (
@@ -36,6 +38,14 @@ class Command(BaseCommand):
             help="Push to the segflow server at URL (the key comes from SEGFLOW_PUSH_KEY); "
             "this machine's database is not used.",
         )
+        parser.add_argument(
+            "--progress-every",
+            type=float,
+            default=10.0,
+            metavar="SECONDS",
+            help="When the output is not a terminal (a CI log): print a line of the segments' "
+            "evaluation at most this often, besides one as each segment is done (default 10).",
+        )
 
     def handle(
         self,
@@ -45,6 +55,7 @@ class Command(BaseCommand):
         rollback: bool = False,
         to: int | None = None,
         server: str | None = None,
+        progress_every: float = 10.0,
         **options,
     ):
         from django.conf import settings
@@ -58,15 +69,19 @@ class Command(BaseCommand):
             return self._remote(server, location, dry_run, rollback, to)
         suffix = " (dry run)" if dry_run else ""
         try:
-            if rollback:
-                what = f"version {to}" if to else "the previous version"
-                self.stdout.write(f"Rolling back to {what}{suffix} ...")
-                plan = roll_back(to, dry_run=dry_run)
-            else:
-                self.stdout.write(f"Pushing {location}{suffix} ...")
-                plan = push_location(location, dry_run=dry_run)
+            # Progress goes to stderr: stdout keeps the plan alone, for a script to read.
+            with PushProgress(self.stderr, every=progress_every) as progress:
+                if rollback:
+                    what = f"version {to}" if to else "the previous version"
+                    self.stdout.write(f"Rolling back to {what}{suffix} ...")
+                    plan = roll_back(to, dry_run=dry_run, progress=progress)
+                else:
+                    self.stdout.write(f"Pushing {location}{suffix} ...")
+                    plan = push_location(location, dry_run=dry_run, progress=progress)
         except (ConfigError, PushError) as exc:
             raise CommandError(failure_message(exc)) from exc
+        for warning in plan.warnings:
+            self.stdout.write(self.style.WARNING(f"Warning: {warning}"))
         self.stdout.write(plan.render())
         if plan.outcome():
             self.stdout.write(self.style.SUCCESS(plan.outcome()))

@@ -1,0 +1,228 @@
+"""Events and changed users are queues in the database: workers drain them in batches, each
+event processed once, a user's events in the order they were accepted, a bad event holding up
+only itself; and a worker keeps its database connection from task to task."""
+
+from __future__ import annotations
+
+import threading
+from types import SimpleNamespace
+
+import pytest
+from django.db import close_old_connections, connection, transaction
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from segflow import users as user_service
+from segflow.models import Event, User
+from segflow.pipeline import drain_events, drain_users, tick
+
+from .conftest import sent
+
+pytestmark = pytest.mark.django_db(transaction=True)
+
+CONFIG = """
+def receipt(user, event):
+    return f"<p>order {event.get('n')}</p>"
+
+config = {
+    "segments": {
+        "buyers": {"sql": "SELECT e.user_id AS id FROM events e WHERE e.name = 'purchase'"},
+        "pro": {"sql": "SELECT u.id FROM users u "
+                       "WHERE JSON_UNQUOTE(JSON_EXTRACT(u.attributes, '$.plan')) = 'pro'"},
+    },
+    "transactions": {"receipt": {"event": "purchase", "subject": "Receipt", "html": receipt}},
+}
+"""
+
+
+@pytest.fixture
+def queued(settings, write_config, pushed):
+    """Production mode without a worker: writes leave their events and users in the queues."""
+    pushed(write_config(CONFIG))
+    settings.SEGFLOW_TASKS_INLINE = False
+    settings.CELERY_BROKER_URL = ""
+    handed: list[str] = []
+
+    from celery import current_app
+
+    app = current_app._get_current_object()
+    original = app.send_task
+    app.send_task = lambda name, *a, **k: handed.append(name)
+    yield handed
+    app.send_task = original
+
+
+def unprocessed() -> int:
+    return Event.objects.filter(processed_at__isnull=True).count()
+
+
+def test_a_drain_processes_every_waiting_event_in_batches(queued, settings):
+    settings.SEGFLOW_DRAIN_BATCH_SIZE = 7
+    user_service.record_events(
+        [(f"u{n % 5}", "purchase", {"n": n, "email": None}) for n in range(40)]
+    )
+    for n in range(5):
+        user_service.put_user(f"u{n}", {"email": f"u{n}@example.com", "plan": "pro"})
+    assert unprocessed() == 40
+    assert User.objects.filter(evaluation_pending=True).count() == 5
+    assert set(queued) == {"segflow.drain_events", "segflow.drain_users"}
+    assert drain_users() == 5
+    assert drain_events() == 40
+    assert unprocessed() == 0
+    assert len(sent(template_name="receipt")) == 40
+
+
+def test_a_failing_event_is_held_back_and_holds_up_only_itself(
+    queued, settings, clock, monkeypatch
+):
+    """A bug that fails one event's processing (injected here) must not stop the queue."""
+    from segflow import pipeline
+
+    real = pipeline.send_transactions
+
+    def failing_for_exploding_events(config, users, events):
+        if any(event.attributes.get("explode") for event in events):
+            raise RuntimeError("a bug met this event")
+        return real(config, users, events)
+
+    monkeypatch.setattr(pipeline, "send_transactions", failing_for_exploding_events)
+    settings.SEGFLOW_INLINE_TASKS_RAISE = False
+    user_service.put_user("ann", {"email": "ann@example.com"})
+    user_service.put_user("bob", {"email": "bob@example.com"})
+    user_service.record_event("ann", "purchase", {"n": 1, "explode": True})
+    user_service.record_event("ann", "purchase", {"n": 2})
+    user_service.record_event("bob", "purchase", {"n": 3})
+    drain_events()
+    # The bad event waits; the rest, ann's later purchase included, went on.
+    assert unprocessed() == 1
+    assert sorted(sent(template_name="receipt")) == ["receipt", "receipt"]
+    assert drain_events() == 0  # held back, not tried again at once
+    clock.advance(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS + 1)
+    drain_events()
+    assert unprocessed() == 1  # tried again after the delay; it still fails
+
+
+def test_the_embedded_tick_drains_what_the_writes_left(settings, write_config, pushed):
+    pushed(write_config(CONFIG))
+    settings.SEGFLOW_TASKS_INLINE = False
+    from unittest import mock
+
+    with mock.patch("segflow.dispatch.enqueue"):  # handed to a broker no worker reads
+        user_service.put_user("ann", {"email": "ann@example.com", "plan": "pro"})
+        user_service.record_event("ann", "purchase", {"n": 1})
+    assert unprocessed() == 1
+    settings.SEGFLOW_TASKS_INLINE = True
+    tick()
+    assert unprocessed() == 0
+    assert sent("ann") == ["receipt"]
+    assert not User.objects.get(pk="ann").evaluation_pending
+
+
+@pytest.mark.mysql_only
+def test_a_users_later_events_wait_while_another_worker_holds_an_earlier_one(queued):
+    """Order per user: worker A has claimed ann's first event but not reached her yet; worker B
+    drains the rest and must leave ann's later events for after A."""
+    user_service.put_user("ann", {"email": "ann@example.com"})
+    user_service.put_user("bob", {"email": "bob@example.com"})
+    drain_users()
+    first = user_service.record_event("ann", "purchase", {"n": 1})
+    user_service.record_event("ann", "purchase", {"n": 2})
+    user_service.record_event("bob", "purchase", {"n": 3})
+    claimed, release = threading.Event(), threading.Event()
+
+    def worker_a() -> None:
+        try:
+            with transaction.atomic():
+                Event.objects.select_for_update().get(pk=first.pk)
+                claimed.set()
+                release.wait(30)
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker_a)
+    thread.start()
+    assert claimed.wait(30)
+    try:
+        drain_events()
+        # bob's went on; ann's second waits behind her first, which A holds.
+        assert sent("bob") == ["receipt"]
+        assert sent("ann") == []
+        assert Event.objects.filter(processed_at__isnull=True, user_id="ann").count() == 2
+    finally:
+        release.set()
+        thread.join()
+    drain_events()
+    assert unprocessed() == 0
+    receipts = list(
+        Event.objects.filter(user_id="ann").order_by("pk").values_list("processed_at", flat=True)
+    )
+    assert receipts[0] <= receipts[1]
+    assert sent("ann") == ["receipt", "receipt"]
+
+
+@pytest.mark.mysql_only
+@hypothesis_settings(
+    max_examples=8,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=60),
+    st.integers(min_value=2, max_value=4),
+    st.integers(min_value=1, max_value=9),
+)
+def test_concurrent_drainers_process_each_event_exactly_once(
+    queued, settings, users, workers, size
+):
+    """For any sequence of events over a few users, any number of drainers and any batch size:
+    every event is processed once and sends exactly one receipt."""
+    Event.objects.all().delete()
+    from delivery.models import OutboxEmail
+
+    OutboxEmail.objects.all().delete()
+    settings.SEGFLOW_DRAIN_BATCH_SIZE = size
+    stored = user_service.record_events(
+        [(f"p{user}", "purchase", {"n": n}) for n, user in enumerate(users)]
+    )
+    errors: list[Exception] = []
+
+    def drain() -> None:
+        try:
+            drain_events()
+        except Exception as exc:  # surfaced below
+            errors.append(exc)
+        finally:
+            close_old_connections()
+            connection.close()
+
+    threads = [threading.Thread(target=drain) for _ in range(workers)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert not errors, errors
+    assert unprocessed() == 0
+    per_event = OutboxEmail.objects.filter(template_name="receipt").values_list(
+        "event_id", flat=True
+    )
+    assert sorted(per_event) == sorted(event.pk for event in stored)
+
+
+@pytest.mark.mysql_only
+def test_a_worker_keeps_its_database_connection_from_task_to_task():
+    """Celery's Django fixup closes the connection around every task unless told to reuse it;
+    a worker that connects for every task spends its time connecting."""
+    from celery.fixups.django import DjangoWorkerFixup
+
+    from segflow_project.celery import app
+
+    fixup = DjangoWorkerFixup(app)
+    task = SimpleNamespace(request=SimpleNamespace(is_eager=False))
+    connection.ensure_connection()
+    opened = connection.connection
+    for _ in range(50):
+        fixup.on_task_prerun(sender=task)
+        User.objects.count()
+        fixup.on_task_postrun(sender=task)
+    assert connection.connection is opened
