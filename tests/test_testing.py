@@ -400,3 +400,60 @@ def test_a_team_tests_its_flows_in_plain_pytest_without_django_settings(tmp_path
     assert result.returncode == 0, result.stdout + result.stderr
     assert re.search(r"\b(\d+) passed\b", result.stdout)
     assert " 0 passed" not in result.stdout
+
+
+# Steps and campaign rules added beside the simulator: they run through it as they are.
+RULES = """
+from datetime import timedelta
+from segflow.config import SegflowConfig
+
+def tips(ctx, rt):
+    variant = yield rt.split({"short": 50, "long": 50})
+    ctx.user.variant = variant
+    yield rt.send_email("tip")
+    yield rt.wait(days=1)
+    yield rt.send_email("tip")
+
+def news(ctx, rt):
+    for _ in range(2):
+        yield rt.send_email("news")
+        yield rt.wait(hours=12)
+
+html = lambda user: "<p>hi</p>"
+config: SegflowConfig = {
+    "frequency_cap": {"emails": 3, "within": timedelta(days=7)},
+    "default_timezone": "Europe/Berlin",
+    "templates": {"tip": {"subject": "A tip", "html": html},
+                  "news": {"subject": "News", "html": html}},
+    "segments": {"everyone": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {
+        "tips": {"segments": ["everyone"], "flow": tips,
+                 "send_window": {"start": "09:00", "end": "20:00", "days": "mon-fri"}},
+        "news": {"segments": ["everyone"], "flow": news},
+    },
+}
+"""
+
+
+def test_splits_send_windows_and_the_frequency_cap_run_through_it(tmp_path):
+    path = tmp_path / "rules" / "segflow_config.py"
+    path.parent.mkdir()
+    path.write_text(RULES)
+    friday_evening = datetime(2026, 1, 9, 20, 30, tzinfo=UTC)  # 21:30 in Berlin
+    run = simulate(path, "tips", user=ANN, start=friday_evening)
+    variant = run.user["variant"]
+    assert variant in ("short", "long")
+    assert run.steps == ["split({'short': 50, 'long': 50})"]
+    assert run.sent == [] and run.status == "waiting"  # for the window to open
+    run.advance(days=3)
+    # Monday 09:00 in Berlin, 08:00 UTC: the window opened, and the cap allowed a third email.
+    assert run.sent == ["tip"]
+    assert run.emails[0].at == datetime(2026, 1, 12, 8, 0, tzinfo=UTC)
+    run.advance(days=1)
+    # With the other campaign's two, a fourth email in 7 days: the cap skipped it.
+    assert [e.template for e in run.outbox if e.status != "skipped"] == ["news"] * 2 + ["tip"]
+    assert [e.template for e in run.skipped] == ["tip"]
+    assert "frequency_cap" in run.skipped[0].reason
+    # The same user in the same campaign gets the same branch, every time.
+    again = simulate(path, "tips", user=ANN, start=friday_evening)
+    assert again.user["variant"] == variant
