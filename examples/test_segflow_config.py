@@ -51,3 +51,24 @@ def test_a_purchase_is_confirmed_whatever_the_campaign():
     confirmations = [e for e in run.outbox if e.transaction == "purchase-confirmation"]
     assert [e.subject for e in confirmations] == ["Order Confirmed, Ann!"]
     assert run.sent == ["welcome"]  # a transaction's email is not the campaign's
+
+
+def test_abandoned_cart_reminds_a_day_after_a_checkout_without_a_purchase():
+    run = simulate(CONFIG, "abandoned-cart", user=ANN)
+    assert run.status == "not entered"
+    run.emit("checkout_started", {"cart": 3})
+    assert run.status == "waiting" and run.sent == []
+    run.advance(hours=23)
+    assert run.sent == []
+    run.advance(hours=1)
+    assert run.sent == ["cart-reminder"]
+
+
+def test_abandoned_cart_lets_a_buyer_go_as_converted_without_a_reminder():
+    run = simulate(CONFIG, "abandoned-cart", user=ANN)
+    run.emit("checkout_started", {"cart": 3})
+    run.advance(hours=2)
+    run.emit("purchase", {"amount": 30})
+    assert run.status == "converted"
+    run.advance(days=2)
+    assert run.sent == []

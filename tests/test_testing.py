@@ -457,3 +457,45 @@ def test_splits_send_windows_and_the_frequency_cap_run_through_it(tmp_path):
     # The same user in the same campaign gets the same branch, every time.
     again = simulate(path, "tips", user=ANN, start=friday_evening)
     assert again.user["variant"] == variant
+
+
+WAITING = """
+from datetime import timedelta
+
+def cart(ctx, rt):
+    started = ctx.now
+    purchase = yield rt.wait_for_event("purchase", timeout=timedelta(days=1),
+                                       where=lambda e: (e.amount or 0) > 5)
+    if purchase is None:
+        yield rt.send_email("reminder")
+    else:
+        ctx.user.waitedHours = round((ctx.now - started).total_seconds() / 3600)
+        yield rt.send_email("thanks")
+
+html = lambda user: "<p>hi</p>"
+config = {
+    "templates": {"reminder": {"subject": "Reminder", "html": html},
+                  "thanks": {"subject": "Thanks", "html": html}},
+    "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"cart": {"segments": ["all"], "behavior": "static", "flow": cart}},
+}
+"""
+
+
+def test_a_wait_for_an_event_is_resumed_by_an_emitted_event_and_ctx_now_follows_the_clock(
+    tmp_path,
+):
+    path = tmp_path / "waiting" / "segflow_config.py"
+    path.parent.mkdir()
+    path.write_text(WAITING)
+    bought = simulate(path, "cart", user={"email": "a@example.com"})
+    bought.advance(hours=3)
+    bought.emit("purchase", {"amount": 2})  # where= turns it down
+    assert bought.sent == []
+    bought.advance(hours=2)
+    bought.emit("purchase", {"amount": 20})
+    assert bought.sent == ["thanks"]
+    assert bought.user["waitedHours"] == 5
+    idle = simulate(path, "cart", user={"email": "b@example.com"})
+    idle.advance(days=1)
+    assert idle.sent == ["reminder"]
