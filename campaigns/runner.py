@@ -8,7 +8,9 @@ emails (`delivery.outbox`) with a few statements for the whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
+from collections.abc import Generator
 from datetime import datetime, timedelta
 from enum import StrEnum
 
@@ -70,6 +72,8 @@ class _Performer:
     ) -> None:
         self.config, self.cursor, self.user, self.index = config, cursor, user, index
         self.now, self.emails, self.due_since = now, emails, due_since
+        # The outbox row this step queued, until the batch's rows are inserted and it has an id.
+        self.unsaved: OutboxEmail | None = None
 
     def send_email(self, template: str) -> SendEmailResult | NotYet:
         content = self.config.templates.get(template)
@@ -85,6 +89,8 @@ class _Performer:
         if not_yet is not None:
             return not_yet
         row = self.emails.queue(content, self.user, origin)
+        if row.pk is None:
+            self.unsaved = row
         return SendEmailResult(
             success=row.status
             in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING, OutboxEmail.Status.SENT),
@@ -252,10 +258,23 @@ def _advance_locked(
         campaign=True,
     )
     steps: list[CursorStep] = []
-    for cursor, definition in runnable:
-        outcomes[cursor.pk] = _run_steps(
-            cursor, users[cursor.user_id], definition, config, now, emails, steps
-        )
+    runs = [
+        (cursor, _run_steps(cursor, users[cursor.user_id], definition, config, now, emails, steps))
+        for cursor, definition in runnable
+    ]
+    # Each run goes up to an email it queued, then waits: the emails of all the batch's cursors
+    # are inserted in one statement, and each run goes on with its email's id.
+    while runs:
+        waiting = []
+        for cursor, run in runs:
+            try:
+                next(run)
+            except StopIteration as done:
+                outcomes[cursor.pk] = done.value
+            else:
+                waiting.append((cursor, run))
+        emails.flush()
+        runs = waiting
     CursorStep.objects.bulk_create(steps)
     _save_cursors([cursor for cursor, _ in runnable])
     emails.deliver_after_commit()
@@ -292,9 +311,12 @@ def _run_steps(
     now: datetime,
     emails: OutboxWriter,
     steps: list[CursorStep],
-) -> Advanced:
+) -> Generator[None, None, Advanced]:
     """Replay the cursor's flow and perform its next steps, up to a wait or the end. The cursor
-    is changed in memory and its new step records added to `steps`; the caller saves both."""
+    is changed in memory and its new step records added to `steps`; the caller saves both.
+
+    A generator: it pauses after each email it queues until the caller has inserted the
+    batch's new outbox rows (`OutboxWriter.flush`), and returns what happened."""
     cursor.updated_at = now
     cursor.claimed_until = None
     try:
@@ -328,14 +350,16 @@ def _run_steps(
             end_cursor(cursor, Cursor.Status.COMPLETED, "the flow finished", now)
             outcome_label = Advanced.COMPLETED
             break
+        performer = _Performer(config, cursor, user, index, now, emails, due_since)
         try:
-            outcome: StepOutcome = step.perform(
-                _Performer(config, cursor, user, index, now, emails, due_since)
-            )
+            outcome: StepOutcome = step.perform(performer)
         except StepError as exc:
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
             outcome_label = Advanced.FAILED
             break
+        if performer.unsaved is not None:
+            yield  # until the caller inserted the batch's new rows
+            outcome = _with_outbox_id(outcome, performer.unsaved.pk)
         if not outcome.recorded:
             # Not performed yet: nothing is recorded, and on the next run the flow is replayed
             # up to here and yields this step again.
@@ -365,6 +389,12 @@ def _run_steps(
     cursor.step_count = index
     _save_writes(user, run.pending_writes, now)
     return outcome_label
+
+
+def _with_outbox_id(outcome: StepOutcome, outbox_id: int | None) -> StepOutcome:
+    """The outcome of a send_email step whose row has just been inserted, with its id."""
+    result = dataclasses.replace(outcome.result, outbox_id=outbox_id)
+    return dataclasses.replace(outcome, result=result, recorded_result=dataclasses.asdict(result))
 
 
 def _log_ended(cursor: Cursor) -> None:
