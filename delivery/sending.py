@@ -169,7 +169,7 @@ def _send_set(
     budget = settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS / 2
     started = time.monotonic()
     for n, row in enumerate(rows):
-        if time.monotonic() - started > budget:
+        if n and time.monotonic() - started > budget:
             unsent = rows[n:]  # (a slow provider) never handed over: safe to queue again
             break
         address = normalize_address(row.to_address)
@@ -224,9 +224,11 @@ def _claim_rows(rows: list[OutboxEmail]) -> list[OutboxEmail]:
                 )
                 if cursor.rowcount != len(rows):
                     raise _Contended
-    except (_Contended, OperationalError):
+    except _Contended:
+        return [row for row in rows if _claim(row)]
+    except OperationalError:
         if not connection.get_autocommit():
-            raise
+            raise  # (a deadlock inside the caller's transaction broke all of it)
         return [row for row in rows if _claim(row)]
     for row in rows:
         row.attempts += 1
