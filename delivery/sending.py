@@ -406,8 +406,8 @@ def _update_row(
 ) -> int:
     """UPDATE one outbox row, if its status is one of `from_statuses`; returns 1 if it was.
 
-    Every email runs this twice (its claim and its outcome), so the statement is written out:
-    building it through the ORM cost more than the database took to run it.
+    Every email's outcome runs it (and its claim, when another sender contends for its set), so
+    the statement is written out: building it through the ORM cost more than running it.
     """
     marks = ", ".join(["%s"] * len(from_statuses))
     with connection.cursor() as cursor:
