@@ -29,7 +29,8 @@ from segflow.models import User
 from segflow.pipeline import tick
 from templates.rendering import html_to_text, text_part
 
-from .email_support import POSTMARK, postmark  # noqa: F401
+from .email_support import POSTMARK
+from .email_support import postmark as postmark  # noqa: F401 - the fixture
 from .test_admin_counts import assert_counts_are_true
 
 CONFIG = (
@@ -57,7 +58,7 @@ def make_users(prefix: str, count: int) -> list[str]:
     return ids
 
 
-def received(postmark) -> Counter:  # noqa: F811
+def received(postmark) -> Counter:
     return Counter(email["To"] for email in postmark.emails)
 
 
@@ -67,7 +68,7 @@ def test_a_batch_stores_its_emails_in_one_insert_and_each_flow_sees_its_email_id
     pushed,
     clock,
     postmark,
-    settings,  # noqa: F811
+    settings,
 ):
     settings.SEGFLOW_BATCH_SIZE = 50
     ids = make_users("one", 30)
@@ -113,7 +114,7 @@ def test_a_crash_leaves_at_most_one_set_unknown_and_sends_nothing_twice(
     monkeypatch,
     emails,
     set_size,
-    crash_after,  # noqa: F811
+    crash_after,
 ):
     settings.SEGFLOW_EMAIL_SEND_BATCH = set_size
     pushed(write_config(CONFIG))
@@ -169,7 +170,7 @@ def test_a_crash_leaves_at_most_one_set_unknown_and_sends_nothing_twice(
 def test_a_set_is_claimed_in_one_commit_unless_another_sender_took_a_row(
     write_config,
     pushed,
-    postmark,  # noqa: F811
+    postmark,
 ):
     pushed(write_config(CONFIG))
     config = live_config.sync()
@@ -193,7 +194,7 @@ def test_a_set_that_outlasts_half_the_stale_time_hands_its_unsent_rows_back(
     write_config,
     pushed,
     postmark,
-    settings,  # noqa: F811
+    settings,
 ):
     # No time at all: each set sends its first email, then gives the rest back to `queued`
     # (never handed to the provider, so safe to send later), and delivery takes them again.
