@@ -8,8 +8,9 @@ emails (`delivery.outbox`) with a few statements for the whole batch.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Generator
 from datetime import datetime, timedelta
 from enum import StrEnum
 from typing import Any
@@ -85,6 +86,8 @@ class _Performer:
         self.config, self.cursor, self.user, self.index = config, cursor, user, index
         self.now, self.emails, self.due_since = now, emails, due_since
         self.definition = definition
+        # The outbox row this step queued, until the batch's rows are inserted and it has an id.
+        self.unsaved: OutboxEmail | None = None
 
     @property
     def campaign(self) -> str:
@@ -112,6 +115,8 @@ class _Performer:
         if not_yet is not None:
             return not_yet
         row = self.emails.queue(content, self.user, origin)
+        if row.pk is None:
+            self.unsaved = row
         return SendEmailResult(
             success=row.status
             in (OutboxEmail.Status.QUEUED, OutboxEmail.Status.SENDING, OutboxEmail.Status.SENT),
@@ -354,11 +359,34 @@ def _advance_locked(
         campaign=True,
     )
     steps: list[CursorStep] = []
-    for cursor, definition in runnable:
-        flow_config = flow_configs.get(cursor.pk, config)
-        outcomes[cursor.pk] = _run_steps(
-            cursor, users[cursor.user_id], definition, flow_config, now, emails, steps
+    runs = [
+        (
+            cursor,
+            _run_steps(
+                cursor,
+                users[cursor.user_id],
+                definition,
+                flow_configs.get(cursor.pk, config),
+                now,
+                emails,
+                steps,
+            ),
         )
+        for cursor, definition in runnable
+    ]
+    # Each run goes up to an email it queued, then waits: the emails of all the batch's cursors
+    # are inserted in one statement, and each run goes on with its email's id.
+    while runs:
+        waiting = []
+        for cursor, run in runs:
+            try:
+                next(run)
+            except StopIteration as done:
+                outcomes[cursor.pk] = done.value
+            else:
+                waiting.append((cursor, run))
+        emails.flush()
+        runs = waiting
     CursorStep.objects.bulk_create(steps)
     tallies.note_steps(steps)
     _save_cursors([cursor for cursor, _ in runnable])
@@ -429,9 +457,12 @@ def _run_steps(
     now: datetime,
     emails: OutboxWriter,
     steps: list[CursorStep],
-) -> Advanced:
+) -> Generator[None, None, Advanced]:
     """Replay the cursor's flow and perform its next steps, up to a wait or the end. The cursor
-    is changed in memory and its new step records added to `steps`; the caller saves both."""
+    is changed in memory and its new step records added to `steps`; the caller saves both.
+
+    A generator: it pauses after each email it queues until the caller has inserted the
+    batch's new outbox rows (`OutboxWriter.flush`), and returns what happened."""
     cursor.updated_at = now
     cursor.claimed_until = None
     try:
@@ -476,14 +507,16 @@ def _run_steps(
             end_cursor(cursor, Cursor.Status.COMPLETED, "the flow finished", now)
             outcome_label = Advanced.COMPLETED
             break
+        performer = _Performer(config, cursor, user, index, now, emails, due_since, definition)
         try:
-            outcome: StepOutcome = step.perform(
-                _Performer(config, cursor, user, index, now, emails, due_since, definition)
-            )
+            outcome: StepOutcome = step.perform(performer)
         except StepError as exc:
             end_cursor(cursor, Cursor.Status.FAILED, str(exc), now, error=str(exc))
             outcome_label = Advanced.FAILED
             break
+        if performer.unsaved is not None:
+            yield  # until the caller inserted the batch's new rows
+            outcome = _with_outbox_id(outcome, performer.unsaved.pk)
         if not outcome.recorded:
             # Not performed yet: nothing is recorded, and on the next run the flow is replayed
             # up to here and yields this step again.
@@ -542,6 +575,12 @@ def _resume_pending(
     )
     run.step_done(pending.step, outcome.result)
     return None
+
+
+def _with_outbox_id(outcome: StepOutcome, outbox_id: int | None) -> StepOutcome:
+    """The outcome of a send_email step whose row has just been inserted, with its id."""
+    result = dataclasses.replace(outcome.result, outbox_id=outbox_id)
+    return dataclasses.replace(outcome, result=result, recorded_result=dataclasses.asdict(result))
 
 
 def _log_ended(cursor: Cursor) -> None:

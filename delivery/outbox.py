@@ -4,8 +4,8 @@
 emails through it, a batch at a time. Each row is rendered and stored under the key of its cause
 (a cursor's step, or a transaction and an event), so a retried step or event finds its row
 instead of sending again; rows that may not be sent (no address, suppressed, unsubscribed, over
-the frequency cap) are stored `skipped` with the reason. `delivery.sending` then hands queued
-rows to the provider.
+the frequency cap) are stored `skipped` with the reason. A batch's new rows are inserted together,
+in one statement (`flush`). `delivery.sending` then hands queued rows to the provider.
 """
 
 from __future__ import annotations
@@ -23,6 +23,7 @@ from segflow.dispatch import enqueue
 from segflow.models import Event, User
 from templates.rendering import RenderError, render_email
 
+from . import tallies
 from .models import OutboxEmail
 from .policy import FrequencyCaps, block_reasons
 from .providers import from_address, provider_for
@@ -81,9 +82,10 @@ class OutboxWriter:
     """Queues the emails of a batch of cursor steps or events with few statements.
 
     The rows the batch's causes already stored (by cursor or by event) and the suppressions and
-    unsubscriptions of its users are read once, up front; the deliveries go out after commit as
-    one task. The caller holds the locks of the users (and cursors), so no other worker stores
-    emails for the same causes meanwhile.
+    unsubscriptions of its users are read once, up front; the new rows wait in memory until
+    `flush` inserts them all in one statement (and gives them their ids); the deliveries go out
+    after commit as one task. The caller holds the locks of the users (and cursors), so no other
+    worker stores emails for the same causes meanwhile.
     """
 
     def __init__(
@@ -111,11 +113,13 @@ class OutboxWriter:
         self.caps = FrequencyCaps(
             config.frequency_cap if campaign else None, [user.pk for user in users], timezone.now()
         )
+        self.pending: list[OutboxEmail] = []
         self.queued: list[int] = []
         self.skipped: Counter[str] = Counter()
 
     def queue(self, content: EmailContentDef, user: User, origin: EmailOrigin) -> OutboxEmail:
-        """Store the email for `origin`, rendered for `user`; or the row it already has."""
+        """The email for `origin`, rendered for `user`, to be stored by the next `flush` (its
+        `pk` is None until then); or the row it already has."""
         existing = self.existing.get(origin.key)
         if existing is not None:
             return existing
@@ -123,20 +127,42 @@ class OutboxWriter:
         if origin.is_campaign:
             reason = reason or self.caps.reason(user.pk)
         row = _new_row(self.config, content, user, origin, reason)
-        row.save(force_insert=True)
+        self.pending.append(row)
         self.existing[origin.key] = row
         if origin.is_campaign:
             self.caps.note(row)
-        if row.status == OutboxEmail.Status.QUEUED:
-            self.queued.append(row.pk)
-        elif row.status == OutboxEmail.Status.FAILED:
-            logger.error("email %s not sent: %s", row.key, row.reason)
-        else:
-            self.skipped[row.reason] += 1
         return row
 
+    def flush(self) -> None:
+        """Insert the rows queued since the last flush, in one statement, and count them."""
+        rows, self.pending = self.pending, []
+        if not rows:
+            return
+        OutboxEmail.objects.bulk_create(rows)
+        if any(row.pk is None for row in rows):
+            # A database that cannot return the new ids from a multi-row insert (MySQL; MariaDB
+            # and SQLite can): read them back by their unique keys.
+            ids = dict(
+                OutboxEmail.objects.filter(key__in=[row.key for row in rows]).values_list(
+                    "key", "pk"
+                )
+            )
+            for row in rows:
+                row.pk = ids[row.key]
+        # (bulk_create sends no post_save: the rows are counted here, in the same transaction.)
+        tallies.note_created(rows)
+        for row in rows:
+            if row.status == OutboxEmail.Status.QUEUED:
+                self.queued.append(row.pk)
+            elif row.status == OutboxEmail.Status.FAILED:
+                logger.error("email %s not sent: %s", row.key, row.reason)
+            else:
+                self.skipped[row.reason] += 1
+
     def deliver_after_commit(self) -> None:
-        """Hand the queued emails to delivery after commit; say once why the others were not."""
+        """Store what is still pending; hand the queued emails to delivery after commit; say once
+        why the others were not."""
+        self.flush()
         if self.queued:
             ids = list(self.queued)
             transaction.on_commit(lambda: enqueue("deliver_emails", ids))

@@ -12,24 +12,28 @@ provider. A row moves:
     queued -> skipped              (suppressed address, unsubscribed user, no address)
 
 The rule for a crash: a row leaves `queued` through an UPDATE that only one caller can win, and
-is never sent again once it has left `queued` unless a person asks for it in the admin. A row
-found in `sending` long after its claim (its sender died between the provider's answer and the
-row's update, or before) becomes `unknown`, as does a send whose answer never came (a read
-timeout): the provider may have the email. A webhook that reports on it (delivered, bounced,
-opened ...) reconciles it to `sent`. So a crash can lose an email, never send one twice.
+is never sent again once it has left `queued` unless a person asks for it in the admin. Rows are
+claimed, sent and recorded in sets of SEGFLOW_EMAIL_SEND_BATCH (one commit to claim a set, one
+to record its outcomes). A row found in `sending` long after its claim (its sender died between
+the claim and the record of its set's outcomes) becomes `unknown`, as does a send whose answer
+never came (a read timeout): the provider may have the email. A webhook that reports on it
+(delivered, bounced, opened ...) reconciles it to `sent`. So a crash can lose emails, at most
+one set per sending process, and never sends one twice.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections import Counter
+from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
 from anymail.exceptions import AnymailError
 from anymail.message import AnymailMessage
 from django.conf import settings
 from django.db import OperationalError, connection, transaction
-from django.db.models import Q
+from django.db.models import F, Q
 from django.utils import timezone
 
 from segflow.addresses import address_problem, parse_address
@@ -69,9 +73,11 @@ def build_message(row: OutboxEmail, provider: EmailProviderDef | None) -> Anymai
 def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
     """Hand queued, due emails to the provider, each at most once, over one connection.
 
-    Returns each row's status afterwards. The rows and the policy are read once for the batch;
-    each row is claimed just before its own send, so a sender that dies leaves at most the one
-    email it was sending in doubt, and every other row of its batch still queued.
+    Returns each row's status afterwards. The rows and the policy are read once for the batch,
+    which goes out in sets of SEGFLOW_EMAIL_SEND_BATCH: a set is claimed in one commit, its
+    emails are sent, and their outcomes are recorded in one more. So a sender that dies leaves
+    at most the one set it was sending in doubt (`unknown` later, never sent again), and the
+    rest of its batch still queued.
     """
     now = timezone.now()
     outcome: dict[int, str] = {}
@@ -88,49 +94,98 @@ def deliver_emails(outbox_ids: list[int], config: Config) -> dict[int, str]:
         )
         for campaign in (True, False)
     }
-    definition = config.email_provider
-    provider = provider_for(definition)
-    settings_ = definition.settings if definition and provider.name == definition.name else {}
-    backend = None
+    size = max(1, settings.SEGFLOW_EMAIL_SEND_BATCH)
+    sender = _Sender(config.email_provider)
     try:
-        for row in rows:
-            if not _claim(row):
-                continue
-            address = normalize_address(row.to_address)
-            if not address:
-                # A row stored before addresses were parsed, with several in it, or none.
-                problem = address_problem(row.to_address, "the address")
-                outcome[row.pk] = _finish(
-                    row, OutboxEmail.Status.SKIPPED, reason=problem or "the email has no address"
-                )
-                continue
-            row.to_address = address
-            reason = blocked[bool(row.campaign_name)].get((row.user_id, address))
-            if reason:
-                outcome[row.pk] = _finish(row, OutboxEmail.Status.SKIPPED, reason=reason)
-                continue
-            if backend is None:
-                try:
-                    backend = provider.connection(settings_)
-                    backend.open()
-                except Exception as exc:
-                    # A provider that cannot even be set up fails the row with its reason.
-                    backend = None
-                    outcome[row.pk] = _send_failed(row, provider, exc)
-                    continue
-            outcome[row.pk] = _send(row, definition, provider, settings_, backend)
-            if outcome[row.pk] != OutboxEmail.Status.SENT or not provider.keeps_connection(backend):
-                # After a failure the connection itself may be broken: the next row opens anew.
-                _close(backend)
-                backend = None
+        for start in range(0, len(rows), size):
+            claimed = _claim_rows(rows[start : start + size])
+            outcome.update(_send_set(claimed, blocked, sender))
     finally:
-        if backend is not None:
-            _close(backend)
+        sender.close()
     for outbox_id in outbox_ids:
         if outbox_id not in outcome:
             row = OutboxEmail.objects.filter(pk=outbox_id).only("status").first()
             outcome[outbox_id] = row.status if row else "missing"
     return outcome
+
+
+class _Sender:
+    """The provider of a batch and its one connection, opened at the first email that needs it
+    and again after a failure (which may have broken it)."""
+
+    def __init__(self, definition: EmailProviderDef | None) -> None:
+        self.definition = definition
+        self.provider = provider_for(definition)
+        self.settings = (
+            definition.settings if definition and self.provider.name == definition.name else {}
+        )
+        self.backend = None
+
+    def send(self, row: OutboxEmail) -> _Outcome:
+        if self.backend is None:
+            try:
+                backend = self.provider.connection(self.settings)
+                backend.open()
+            except Exception as exc:
+                # A provider that cannot even be set up fails the row with its reason.
+                return _send_failed(row, self.provider, exc)
+            self.backend = backend
+        result = _send(row, self.definition, self.provider, self.settings, self.backend)
+        if result.status != OutboxEmail.Status.SENT or not self.provider.keeps_connection(
+            self.backend
+        ):
+            # After a failure the connection itself may be broken: the next row opens anew.
+            self.close()
+        return result
+
+    def close(self) -> None:
+        if self.backend is not None:
+            _close(self.backend)
+            self.backend = None
+
+
+@dataclass
+class _Outcome:
+    """Where a claimed row goes once its send is over, recorded with the rest of its set."""
+
+    row: OutboxEmail
+    status: str
+    fields: dict = field(default_factory=dict)
+    # The statuses it may be moved from: `sending`, or, for `sent`, also `unknown` (a late
+    # answer after the sweep gave up on the row still wins: it was sent).
+    from_statuses: tuple[str, ...] = (OutboxEmail.Status.SENDING,)
+    # Failed for good at an address the provider refuses: suppress it, in the same commit.
+    suppress: Failure | None = None
+    provider_name: str = ""
+
+
+def _send_set(
+    rows: list[OutboxEmail], blocked: dict[bool, dict], sender: _Sender
+) -> dict[int, str]:
+    """Send the claimed `rows` and record where each went, in one commit."""
+    results: list[_Outcome] = []
+    unsent: list[OutboxEmail] = []
+    # Rows still `sending` this long after their claim would be taken for a dead sender's.
+    budget = settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS / 2
+    started = time.monotonic()
+    for n, row in enumerate(rows):
+        if n and time.monotonic() - started > budget:
+            unsent = rows[n:]  # (a slow provider) never handed over: safe to queue again
+            break
+        address = normalize_address(row.to_address)
+        if not address:
+            # A row stored before addresses were parsed, with several in it, or none.
+            problem = address_problem(row.to_address, "the address")
+            reason = problem or "the email has no address"
+            results.append(_Outcome(row, OutboxEmail.Status.SKIPPED, {"reason": reason}))
+            continue
+        row.to_address = address
+        reason = blocked[bool(row.campaign_name)].get((row.user_id, address))
+        if reason:
+            results.append(_Outcome(row, OutboxEmail.Status.SKIPPED, {"reason": reason}))
+            continue
+        results.append(sender.send(row))
+    return _record(results, unsent)
 
 
 def _close(backend) -> None:
@@ -140,10 +195,53 @@ def _close(backend) -> None:
         logger.warning("closing the email connection failed", exc_info=True)
 
 
+def _claim_rows(rows: list[OutboxEmail]) -> list[OutboxEmail]:
+    """Move the rows from `queued` to `sending` in one commit; returns those this caller won.
+
+    One UPDATE claims them all when nobody else took one meanwhile (as good as always); else it
+    is rolled back and each row is claimed on its own, so that each UPDATE says who won it.
+    """
+    if not rows:
+        return []
+    now = connection.ops.adapt_datetimefield_value(timezone.now())
+    marks = ", ".join(["%s"] * len(rows))
+    try:
+        with transaction.atomic():
+            # (No count changes: an email being sent still counts as queued, see tallies.py.)
+            with connection.cursor() as cursor:
+                cursor.execute(
+                    f"UPDATE {connection.ops.quote_name(OutboxEmail._meta.db_table)} "
+                    "SET status = %s, attempts = attempts + 1, updated_at = %s "
+                    f"WHERE id IN ({marks}) AND status = %s "
+                    "AND (next_attempt_at IS NULL OR next_attempt_at <= %s)",
+                    [
+                        OutboxEmail.Status.SENDING,
+                        now,
+                        *(row.pk for row in rows),
+                        OutboxEmail.Status.QUEUED,
+                        now,
+                    ],
+                )
+                if cursor.rowcount != len(rows):
+                    raise _Contended
+    except _Contended:
+        return [row for row in rows if _claim(row)]
+    except OperationalError:
+        if not connection.get_autocommit():
+            raise  # (a deadlock inside the caller's transaction broke all of it)
+        return [row for row in rows if _claim(row)]
+    for row in rows:
+        row.attempts += 1
+    return rows
+
+
+class _Contended(Exception):
+    """Another sender (or the sweep) moved one of the rows since they were read."""
+
+
 def _claim(row: OutboxEmail) -> bool:
     """Move the row from `queued` to `sending`; only one caller can win it."""
     now = connection.ops.adapt_datetimefield_value(timezone.now())
-    # (No count changes: an email being sent still counts as queued, see delivery/tallies.py.)
     claimed = _update_row(
         row.pk,
         "status = %s, attempts = attempts + 1, updated_at = %s",
@@ -156,7 +254,7 @@ def _claim(row: OutboxEmail) -> bool:
     return bool(claimed)
 
 
-def _send(row: OutboxEmail, definition, provider, settings_: dict, backend) -> str:
+def _send(row: OutboxEmail, definition, provider, settings_: dict, backend) -> _Outcome:
     message = build_message(row, definition)
     try:
         provider.prepare(message, settings_, campaign=bool(row.campaign_name))
@@ -167,17 +265,15 @@ def _send(row: OutboxEmail, definition, provider, settings_: dict, backend) -> s
     status = getattr(message, "anymail_status", None)
     message_id = (getattr(status, "message_id", None) or "") if status else ""
     logger.info("email %s sent by %s (message %s)", row.key, provider.name, message_id or "-")
-    return _finish(
+    return _Outcome(
         row,
         OutboxEmail.Status.SENT,
-        message_id=str(message_id)[:255],
-        sent_at=timezone.now(),
-        # A late answer after the sweep gave up on the row still wins: it was sent.
+        {"message_id": str(message_id)[:255], "sent_at": timezone.now()},
         from_statuses=(OutboxEmail.Status.SENDING, OutboxEmail.Status.UNKNOWN),
     )
 
 
-def _send_failed(row: OutboxEmail, provider, exc: Exception) -> str:
+def _send_failed(row: OutboxEmail, provider, exc: Exception) -> _Outcome:
     if not isinstance(exc, AnymailError | OSError):
         logger.exception("email %s: sending raised", row.key)  # a bug is worth a traceback
     return _failed(row, provider.name, provider.classify(exc))
@@ -191,7 +287,7 @@ def retry_delay(attempts: int, retry_after: float | None = None) -> timedelta:
     return timedelta(seconds=max(seconds, retry_after or 0))
 
 
-def _failed(row: OutboxEmail, provider_name: str, failure: Failure) -> str:
+def _failed(row: OutboxEmail, provider_name: str, failure: Failure) -> _Outcome:
     attempts, now = row.attempts, timezone.now()
     if failure.kind == "transient" and attempts < settings.SEGFLOW_EMAIL_MAX_ATTEMPTS:
         due = now + retry_delay(attempts, failure.retry_after)
@@ -202,74 +298,101 @@ def _failed(row: OutboxEmail, provider_name: str, failure: Failure) -> str:
             failure.reason,
             due.isoformat(),
         )
-        return _finish(
+        return _Outcome(
             row,
             OutboxEmail.Status.QUEUED,
-            reason=f"attempt {attempts} failed, next at {_when(due)}: {failure.reason}",
-            next_attempt_at=due,
+            {
+                "reason": f"attempt {attempts} failed, next at {_when(due)}: {failure.reason}",
+                "next_attempt_at": due,
+            },
         )
     if failure.kind == "unknown":
         logger.error("email %s: the provider may or may not have it: %s", row.key, failure.reason)
-        return _finish(
+        return _Outcome(
             row,
             OutboxEmail.Status.UNKNOWN,
-            reason=(
-                "no answer from the provider, which may have sent it; not sent again "
-                f"(a webhook about it marks it sent): {failure.reason}"
-            ),
+            {
+                "reason": (
+                    "no answer from the provider, which may have sent it; not sent again "
+                    f"(a webhook about it marks it sent): {failure.reason}"
+                )
+            },
         )
     if failure.kind == "transient":
         reason = f"gave up after {attempts} attempts: {failure.reason}"
     else:
         reason = failure.reason
     logger.error("email %s failed: %s", row.key, reason)
-    if failure.suppress_address:
-        suppress(
-            row.to_address,
-            Suppression.Reason.INACTIVE,
-            detail=failure.reason,
-            provider=provider_name,
-            outbox_email_id=row.pk,
-        )
-    return _finish(row, OutboxEmail.Status.FAILED, reason=reason)
+    return _Outcome(
+        row,
+        OutboxEmail.Status.FAILED,
+        {"reason": reason},
+        suppress=failure if failure.suppress_address else None,
+        provider_name=provider_name,
+    )
 
 
-def _finish(
-    row: OutboxEmail,
-    status: str,
-    *,
-    from_statuses: tuple[str, ...] = (OutboxEmail.Status.SENDING,),
-    **fields,
-) -> str:
-    """Move the row out of `sending`, unless something else (the sweep) moved it meanwhile."""
-    fields.setdefault("reason", "")
-    if status != OutboxEmail.Status.QUEUED:
-        fields.setdefault("next_attempt_at", None)
-    fields.update(status=status, updated_at=timezone.now())
-    columns = [OutboxEmail._meta.get_field(name) for name in fields]
+def _record(results: list[_Outcome], unsent: list[OutboxEmail]) -> dict[int, str]:
+    """Move each row of a set out of `sending` to where its send took it, in one commit (and
+    `unsent` rows back to `queued`); a row that something else (the sweep) moved meanwhile
+    keeps its status. Returns each row's status."""
+    now = timezone.now()
+    for result in results:
+        result.fields.setdefault("reason", "")
+        if result.status != OutboxEmail.Status.QUEUED:
+            result.fields.setdefault("next_attempt_at", None)
+        result.fields.update(status=result.status, updated_at=now)
 
-    def move(from_status: str) -> int:
+    def write() -> dict[int, str]:
+        statuses: dict[int, str] = {}
+        change: Counter = Counter()
         with transaction.atomic():
-            moved = _update_row(
-                row.pk,
-                ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns),
-                [f.get_db_prep_save(fields[f.name], connection) for f in columns],
-                from_statuses=(from_status,),
-            )
-            if moved:  # counted from the status it had, which the one-status UPDATE tells
-                tallies.note_changed(row, {"status": from_status}, **fields)
-            return moved
+            for result in results:
+                row, fields = result.row, result.fields
+                columns = [OutboxEmail._meta.get_field(name) for name in fields]
+                assignments = ", ".join(
+                    f"{connection.ops.quote_name(f.column)} = %s" for f in columns
+                )
+                values = [f.get_db_prep_save(fields[f.name], connection) for f in columns]
+                for from_status in result.from_statuses:
+                    if _update_row(row.pk, assignments, values, from_statuses=(from_status,)):
+                        # counted from the status it had, which the one-status UPDATE tells
+                        change.update(tallies.change_of(row, {"status": from_status}, **fields))
+                        statuses[row.pk] = result.status
+                        break
+                if row.pk in statuses and result.suppress is not None:
+                    suppress(
+                        row.to_address,
+                        Suppression.Reason.INACTIVE,
+                        detail=result.suppress.reason,
+                        provider=result.provider_name,
+                        outbox_email_id=row.pk,
+                    )
+            if unsent:
+                OutboxEmail.objects.filter(
+                    pk__in=[row.pk for row in unsent], status=OutboxEmail.Status.SENDING
+                ).update(
+                    status=OutboxEmail.Status.QUEUED,
+                    attempts=F("attempts") - 1,
+                    updated_at=now,
+                )
+                ids = [row.pk for row in unsent]
+                transaction.on_commit(lambda: enqueue_in_batches("deliver_emails", ids))
+            tallies.add_change(change)
+        return statuses
 
-    moved = 0
-    for from_status in from_statuses:
-        moved = _with_retries(lambda from_status=from_status: move(from_status))
-        if moved:
-            break
-    if not moved:
-        current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
-        logger.warning("email %s: was %s before it could be marked %s", row.key, current, status)
-        return current or "missing"
-    return status
+    statuses = _with_retries(write)
+    for result in results:
+        if result.row.pk not in statuses:
+            row = result.row
+            current = OutboxEmail.objects.filter(pk=row.pk).values_list("status", flat=True).first()
+            logger.warning(
+                "email %s: was %s before it could be marked %s", row.key, current, result.status
+            )
+            statuses[row.pk] = current or "missing"
+    for row in unsent:
+        statuses[row.pk] = OutboxEmail.Status.QUEUED
+    return statuses
 
 
 def _update_row(
@@ -283,8 +406,8 @@ def _update_row(
 ) -> int:
     """UPDATE one outbox row, if its status is one of `from_statuses`; returns 1 if it was.
 
-    Every email runs this twice (its claim and its outcome), so the statement is written out:
-    building it through the ORM cost more than the database took to run it.
+    Every email's outcome runs it (and its claim, when another sender contends for its set), so
+    the statement is written out: building it through the ORM cost more than running it.
     """
     marks = ", ".join(["%s"] * len(from_statuses))
     with connection.cursor() as cursor:
@@ -296,7 +419,7 @@ def _update_row(
         return cursor.rowcount
 
 
-def _with_retries(update, attempts: int = 5) -> int:
+def _with_retries(update, attempts: int = 5):
     """Run `update`, trying again after a deadlock or lock wait timeout.
 
     Only for updates that are safe to repeat. Recording the provider's answer is one: if it were

@@ -83,6 +83,26 @@ def note_changed(row: OutboxEmail, before: dict[str, Any] | None = None, **chang
     tallies.add(tallies.difference(counted_as(old), counted_as(new)))
 
 
+def change_of(row: OutboxEmail, before: dict[str, Any] | None = None, **changes) -> Counter[Key]:
+    """What `note_changed` would count, without writing it: for a batch to add up."""
+    old = state_of(row, **(before or {}))
+    new = {**old, **{k: v for k, v in changes.items() if k in old}}
+    return tallies.difference(counted_as(old), counted_as(new))
+
+
+def add_change(change: Counter[Key]) -> None:
+    """Record a change summed up from several `change_of`, in the caller's transaction."""
+    tallies.add(change)
+
+
+def note_created(rows: Iterable[OutboxEmail]) -> None:
+    """These rows were just inserted together (a multi-row insert sends no `post_save`)."""
+    change: Counter[Key] = Counter()
+    for row in rows:
+        change.update(counted_as(state_of(row)))
+    tallies.add(change)
+
+
 def note_rows_changed(rows: Iterable[OutboxEmail], **changes) -> None:
     """These rows (as loaded) were all changed by `changes`: count that."""
     change: Counter[Key] = Counter()

@@ -39,6 +39,9 @@ SEGFLOW_EMAIL_RETRY_MAX_SECONDS = env.float("SEGFLOW_EMAIL_RETRY_MAX_SECONDS", d
 # A row still `sending` this long after its claim belongs to a process that died mid-send: the
 # sweep marks it `unknown` (never sends it again). Keep it well above the timeout.
 SEGFLOW_EMAIL_SENDING_STALE_SECONDS = env.int("SEGFLOW_EMAIL_SENDING_STALE_SECONDS", default=600)
+# Emails claimed (queued -> sending) in one commit, sent, then recorded in one more commit. More
+# costs fewer commits per email; a sending process that dies leaves up to this many `unknown`.
+SEGFLOW_EMAIL_SEND_BATCH = env.int("SEGFLOW_EMAIL_SEND_BATCH", default=25)
 
 ANYMAIL = {
     # Postmark: the server token, never in the config file.

@@ -1,0 +1,246 @@
+"""Campaign sends in sets: a batch's outbox rows in one insert, sends claimed and recorded a set
+per commit, and the bound that leaves on a crash: at most one set `unknown`, nothing sent twice.
+
+The provider is the local Postmark stand-in of tests/email_support.py, reached through anymail;
+a crash is a BaseException raised right after the provider accepted an email, before segflow
+recorded it (the worst moment: it cannot tell which emails went out).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections import Counter
+from datetime import timedelta
+
+import pytest
+from django.db import connection
+from django.test.utils import CaptureQueriesContext
+from django.utils import timezone
+from hypothesis import HealthCheck, given
+from hypothesis import settings as hypothesis_settings
+from hypothesis import strategies as st
+
+from delivery.models import OutboxEmail
+from delivery.outbox import EmailOrigin, OutboxWriter
+from delivery.providers.postmark import PostmarkBackend
+from delivery.sending import _claim_rows, deliver_emails, mark_stale_sending
+from segflow.live_config import live_config
+from segflow.models import User
+from segflow.pipeline import tick
+from templates.rendering import html_to_text, text_part
+
+from .email_support import POSTMARK
+from .email_support import postmark as postmark  # noqa: F401 - the fixture
+from .test_admin_counts import assert_counts_are_true
+
+CONFIG = (
+    """
+def hello(ctx, rt):
+    sent = yield rt.send_email("hello")
+    ctx.user.helloOutbox = sent.outbox_id
+    yield rt.wait(days=1)
+
+config = {
+    "email_provider": {"config": PROVIDER, "from_address": "hello@acme.test"},
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>Hello</p>"}},
+    "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"hello": {"segments": ["all"], "behavior": "static", "flow": hello}},
+}
+"""
+).replace("PROVIDER", POSTMARK)
+
+
+def make_users(prefix: str, count: int) -> list[str]:
+    ids = [f"{prefix}-{n:03}" for n in range(count)]
+    User.objects.bulk_create(
+        User(id=i, attributes={"email": f"{i}@example.com"}, evaluation_pending=False) for i in ids
+    )
+    return ids
+
+
+def received(postmark) -> Counter:
+    return Counter(email["To"] for email in postmark.emails)
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_batch_stores_its_emails_in_one_insert_and_each_flow_sees_its_email_id(
+    write_config,
+    pushed,
+    clock,
+    postmark,
+    settings,
+):
+    settings.SEGFLOW_BATCH_SIZE = 50
+    ids = make_users("one", 30)
+    pushed(write_config(CONFIG))
+    with CaptureQueriesContext(connection) as queries:
+        tick()  # one batch of 30 cursors, then its delivery
+    table = connection.ops.quote_name("outbox")
+    inserts = [q["sql"] for q in queries if q["sql"].startswith(f"INSERT INTO {table}")]
+    assert len(inserts) == 1
+    rows = {row.user_id: row for row in OutboxEmail.objects.all()}
+    assert set(rows) == set(ids)
+    assert {row.status for row in rows.values()} == {"sent"}
+    assert received(postmark) == Counter(f"{i}@example.com" for i in ids)
+    # The flow read `outbox_id` in the run that queued the email: the row's own id.
+    for user in User.objects.filter(pk__in=ids):
+        assert user.attributes["helloOutbox"] == rows[user.pk].pk
+    assert_counts_are_true()
+
+
+class Crash(BaseException):
+    """The process dies: nothing after this line of the sender runs."""
+
+
+_examples = itertools.count()
+
+
+@pytest.mark.django_db
+@hypothesis_settings(
+    max_examples=12,
+    deadline=None,
+    suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow],
+)
+@given(
+    emails=st.integers(min_value=1, max_value=12),
+    set_size=st.integers(min_value=1, max_value=6),
+    crash_after=st.integers(min_value=1, max_value=12),
+)
+def test_a_crash_leaves_at_most_one_set_unknown_and_sends_nothing_twice(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+    monkeypatch,
+    emails,
+    set_size,
+    crash_after,
+):
+    settings.SEGFLOW_EMAIL_SEND_BATCH = set_size
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    prefix = f"crash{next(_examples)}"
+    users = User.objects.in_bulk(make_users(prefix, emails))
+    writer = OutboxWriter(config, list(users.values()), campaign=False)
+    rows = [
+        writer.queue(config.templates["hello"], user, EmailOrigin(key=f"{prefix}:{user.pk}"))
+        for user in users.values()
+    ]
+    writer.flush()
+    ids = [row.pk for row in rows]
+    postmark.requests.clear()
+
+    real_post = PostmarkBackend.post_to_esp
+    accepted = []
+
+    def post_then_maybe_die(self, payload, message):
+        response = real_post(self, payload, message)
+        accepted.append(1)
+        if len(accepted) == crash_after:
+            raise Crash
+        return response
+
+    monkeypatch.setattr(PostmarkBackend, "post_to_esp", post_then_maybe_die)
+    try:
+        deliver_emails(ids, config)
+    except Crash:
+        pass
+    monkeypatch.setattr(PostmarkBackend, "post_to_esp", real_post)
+
+    # The sweep, once the crashed sender's rows are old enough; then delivery runs again.
+    later = timezone.now() + timedelta(seconds=settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS + 1)
+    unknown = mark_stale_sending(later)
+    deliver_emails(ids, config)
+
+    statuses = Counter(OutboxEmail.objects.filter(pk__in=ids).values_list("status", flat=True))
+    assert set(statuses) <= {"sent", "unknown"}
+    assert statuses["unknown"] == unknown <= set_size
+    if crash_after > emails:
+        assert unknown == 0
+    got = received(postmark)
+    assert all(n == 1 for n in got.values()), got
+    addresses = dict(OutboxEmail.objects.filter(pk__in=ids).values_list("to_address", "status"))
+    for address, status in addresses.items():
+        # sent: the provider has it once; unknown: the provider got it at most once.
+        assert got[address] == 1 if status == "sent" else got[address] <= 1
+    assert_counts_are_true()
+
+
+@pytest.mark.django_db
+def test_a_set_is_claimed_in_one_commit_unless_another_sender_took_a_row(
+    write_config,
+    pushed,
+    postmark,
+):
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    users = User.objects.in_bulk(make_users("claim", 4))
+    writer = OutboxWriter(config, list(users.values()), campaign=False)
+    rows = [
+        writer.queue(config.templates["hello"], user, EmailOrigin(key=f"claim:{user.pk}"))
+        for user in users.values()
+    ]
+    writer.flush()
+    # Another sender claimed the second row after this one read them all.
+    OutboxEmail.objects.filter(pk=rows[1].pk).update(status="sending", attempts=1)
+    won = _claim_rows(rows)
+    assert [row.pk for row in won] == [rows[0].pk, rows[2].pk, rows[3].pk]
+    assert OutboxEmail.objects.get(pk=rows[1].pk).attempts == 1  # not claimed twice
+    assert set(OutboxEmail.objects.values_list("status", flat=True)) == {"sending"}
+
+
+@pytest.mark.django_db(transaction=True)
+def test_a_set_that_outlasts_half_the_stale_time_hands_its_unsent_rows_back(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+):
+    # No time at all: each set sends its first email, then gives the rest back to `queued`
+    # (never handed to the provider, so safe to send later), and delivery takes them again.
+    settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS = 0
+    settings.SEGFLOW_EMAIL_SEND_BATCH = 5
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    users = User.objects.in_bulk(make_users("slow", 5))
+    writer = OutboxWriter(config, list(users.values()), campaign=False)
+    for user in users.values():
+        writer.queue(config.templates["hello"], user, EmailOrigin(key=f"slow:{user.pk}"))
+    writer.flush()
+    ids = list(OutboxEmail.objects.values_list("pk", flat=True))
+    deliver_emails(ids, config)  # the rows given back are delivered again after commit
+    rows = OutboxEmail.objects.filter(pk__in=ids)
+    assert {row.status for row in rows} == {"sent"}
+    assert {row.attempts for row in rows} == {1}
+    assert received(postmark) == Counter(f"{u}@example.com" for u in users)
+    assert_counts_are_true()
+
+
+def test_the_postmark_connection_keeps_the_environments_proxy(monkeypatch, settings):
+    settings.ANYMAIL = {**settings.ANYMAIL, "POSTMARK_API_URL": "https://api.postmarkapp.com/"}
+    monkeypatch.setenv("HTTPS_PROXY", "http://proxy.internal:3128")
+    monkeypatch.delenv("NO_PROXY", raising=False)
+    monkeypatch.delenv("no_proxy", raising=False)
+    backend = PostmarkBackend(server_token="t")
+    session = backend.create_session()
+    assert session.proxies.get("https") == "http://proxy.internal:3128"
+    monkeypatch.setenv("NO_PROXY", "api.postmarkapp.com")
+    assert "https" not in PostmarkBackend(server_token="t").create_session().proxies
+
+
+TEMPLATES = [
+    "<p>Hello {name}</p><p><a href='{url}'>Unsubscribe</a></p>",
+    "<table><tr><td>{name}</td><td>{url}</td></tr><tr><td>x</td><td>y</td></tr></table>",
+    '<ul><li>{name}</li><li><a href="{url}">stop</a> {url}</li></ul><div>{name}</div>',
+]
+
+
+@given(
+    template=st.sampled_from(TEMPLATES),
+    name=st.text(alphabet=st.characters(blacklist_categories=["Cs", "Cc"]), max_size=20),
+    token=st.text(alphabet="abcdefghijklmnopqrstuvwxyzABCDEF0123456789-_:", max_size=80),
+)
+def test_the_remembered_text_part_is_the_text_part_of_each_email(template, name, token):
+    url = f"https://segflow.example.com/unsubscribe/{token}/"
+    html = template.format(name=name.replace("<", "").replace("&", ""), url=url)
+    assert text_part(html, url) == html_to_text(html)
