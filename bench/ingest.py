@@ -303,9 +303,11 @@ def main() -> None:
                     "IF(seq MOD 4 = 0, 'pro', 'free')), NOW(6), NOW(6), 1, 1 "
                     f"FROM seq_1_to_{args.users}"
                 )
-                client.emit_many(
-                    {"user_id": f"user-{n}", "name": "login"} for n in range(args.users)
-                )
+                for start in range(0, args.users, 500):
+                    client.emit_many(
+                        {"user_id": f"user-{n}", "name": "login"}
+                        for n in range(start, min(start + 500, args.users))
+                    )
                 wait_until(lambda: subject_count(standin, "Welcome"), args.users)
                 print(
                     f"{segments} segments, {args.users} users (process layout: gunicorn "

@@ -245,7 +245,9 @@ def test_writes_and_ticks_keep_at_most_one_drain_task_waiting_per_queue(
 
     def waiting() -> list[str]:
         return sorted(
-            json.loads(m)["headers"]["task"] for m in redis_broker.lrange("celery", 0, -1)
+            json.loads(m)["headers"]["task"]
+            for queue in ("celery", "segflow.drains")
+            for m in redis_broker.lrange(queue, 0, -1)
         )
 
     pushed(write_config(SIMPLE))
@@ -256,8 +258,8 @@ def test_writes_and_ticks_keep_at_most_one_drain_task_waiting_per_queue(
     drain_queues()
     assert waiting() == ["segflow.drain_events", "segflow.drain_users"]
     drain_started("events")  # a worker took the drain task
-    (taken,) = [m for m in redis_broker.lrange("celery", 0, -1) if b"drain_events" in m]
-    redis_broker.lrem("celery", 1, taken)
+    (taken,) = [m for m in redis_broker.lrange("segflow.drains", 0, -1) if b"drain_events" in m]
+    redis_broker.lrem("segflow.drains", 1, taken)
     assert waiting() == ["segflow.drain_users"]
     user_service.record_event("u1", "click", {})
     user_service.record_event("u2", "click", {})

@@ -11,6 +11,16 @@ CELERY_TASK_ACKS_LATE = True
 CELERY_TASK_REJECT_ON_WORKER_LOST = True
 CELERY_WORKER_PREFETCH_MULTIPLIER = 1
 CELERY_TASK_IGNORE_RESULT = True
+# The drains of the events and users queues have a broker queue of their own, which every worker
+# also consumes (in turn with the default one): a drain is never stuck behind a backlog of
+# deliveries and cursor steps, so accepted events are processed while emails are still going out.
+CELERY_TASK_DEFAULT_QUEUE = "celery"
+SEGFLOW_DRAIN_QUEUE = "segflow.drains"
+CELERY_TASK_QUEUES = {CELERY_TASK_DEFAULT_QUEUE: {}, SEGFLOW_DRAIN_QUEUE: {}}
+CELERY_TASK_ROUTES = {
+    "segflow.drain_events": {"queue": SEGFLOW_DRAIN_QUEUE},
+    "segflow.drain_users": {"queue": SEGFLOW_DRAIN_QUEUE},
+}
 CELERY_BEAT_SCHEDULER = "django_celery_beat.schedulers:DatabaseScheduler"
 CELERY_TIMEZONE = "UTC"
 
