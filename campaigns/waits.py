@@ -86,7 +86,8 @@ def wake_waiting(names_by_user: dict[str, set[str]], now: datetime) -> list[int]
         cursor__user_id__in=list(names_by_user),
         cursor__status=Cursor.Status.ACTIVE,
         kind=WaitForEvent.kind,
-        index=F("cursor__step_count") - 1,
+        # The cursor's last step (written so: step_count - 1 overflows an unsigned 0 on MySQL).
+        cursor__step_count=F("index") + 1,
     ).values_list("cursor_id", "cursor__user_id", "args", "result")
     woken = [
         cursor_id

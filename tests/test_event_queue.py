@@ -226,3 +226,40 @@ def test_a_worker_keeps_its_database_connection_from_task_to_task():
         User.objects.count()
         fixup.on_task_postrun(sender=task)
     assert connection.connection is opened
+
+
+WITH_CAMPAIGN = """
+def hello(ctx, rt):
+    yield rt.send_email("hello")
+
+config = {
+    "templates": {"hello": {"subject": "Hello", "html": lambda user: "<p>hi</p>"}},
+    "segments": {"all": {"sql": "SELECT u.id FROM users u"}},
+    "campaigns": {"hello": {"segments": ["all"], "behavior": "static", "flow": hello},
+                  "again": {"segments": ["all"], "behavior": "static", "flow": hello}},
+}
+"""
+
+
+def test_events_of_users_whose_cursor_has_not_run_a_step_are_processed(
+    settings, write_config, pushed
+):
+    """A cursor that has not run its first step yet (step_count 0) is not waiting for an event:
+    looking for waits must not trip over it (on MySQL, 0 - 1 overflows an unsigned column)."""
+    from unittest import mock
+
+    from campaigns.models import Cursor
+
+    pushed(write_config(WITH_CAMPAIGN.replace('"again"', '"not-yet"')))
+    for n in range(300):  # cursors that ran a step
+        user_service.put_user(f"u{n}", {"email": f"u{n}@example.com"})
+    pushed(write_config(WITH_CAMPAIGN))
+    settings.SEGFLOW_TASKS_INLINE = False
+    with mock.patch("segflow.dispatch.enqueue"):  # no worker runs the new cursors
+        for n in range(300):
+            user_service.put_user(f"u{n}", {"email": f"u{n}@example.com", "v": 2})
+        drain_users()
+        assert Cursor.objects.filter(step_count=0).count() == 300
+        user_service.record_events([(f"u{n}", "click", {}) for n in range(300)])
+        assert drain_events() == 300
+    assert unprocessed() == 0
