@@ -273,6 +273,11 @@ def main() -> None:
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--pool", default="prefork", help="the workers' pool: prefork or threads")
+    parser.add_argument(
+        "--separate-beat",
+        action="store_true",
+        help="beat as a process of its own, not in the worker",
+    )
     args = parser.parse_args()
     for segments in args.segments:
         with PostmarkStandIn() as standin:
@@ -286,6 +291,7 @@ def main() -> None:
                 config(segments),
                 concurrency=args.concurrency,
                 pool=args.pool,
+                embedded_beat=not args.separate_beat,
                 env=env,
             )
             try:
@@ -312,7 +318,8 @@ def main() -> None:
                 print(
                     f"{segments} segments, {args.users} users (process layout: gunicorn "
                     f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
-                    f"x {args.concurrency} ({args.pool}), beat):",
+                    f"x {args.concurrency} ({args.pool}), beat "
+                    f"{'of its own' if args.separate_beat else 'in the worker'}):",
                     flush=True,
                 )
                 run = (deployment, api)

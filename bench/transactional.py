@@ -39,7 +39,12 @@ def main() -> None:
         "POSTMARK_SERVER_TOKEN": "bench-token",
     }
     deployment = Deployment(
-        scratch_dir(), CONFIG, concurrency=args.concurrency, pool=args.pool, env=env
+        scratch_dir(),
+        CONFIG,
+        concurrency=args.concurrency,
+        pool=args.pool,
+        embedded_beat=True,
+        env=env,
     )
     try:
         client = deployment.up(workers=1, web_workers=2, web_threads=8)

@@ -211,11 +211,12 @@ class Deployment:
         concurrency: int = 3,
         env: dict | None = None,
         pool: str = "prefork",
+        embedded_beat: bool = False,
         mysql_server: str = MYSQL_SERVER,
         redis_url: str = REDIS_URL,
     ) -> None:
         self.tmp = tmp_path
-        self.concurrency, self.pool = concurrency, pool
+        self.concurrency, self.pool, self.embedded_beat = concurrency, pool, embedded_beat
         self.mysql_server, self.redis_url = mysql_server, redis_url
         self.database = f"segflow_workers_{os.getpid()}"
         self.mail_dir = tmp_path / "mail"
@@ -282,6 +283,12 @@ class Deployment:
             str(self.concurrency),
             "--pool",
             self.pool,
+            *(
+                # One machine, one worker: the schedule runs inside it (`celery worker -B`).
+                ["-B", "--schedule", str(self.tmp / f"{name}-schedule")]
+                if self.embedded_beat
+                else []
+            ),
             "--hostname",
             f"{name}@%h",
             "--loglevel",
@@ -341,7 +348,8 @@ class Deployment:
         )
         for n in range(1, workers + 1):
             self.start_worker(f"w{n}")
-        self.start_beat()
+        if not self.embedded_beat:
+            self.start_beat()
         deadline = time.monotonic() + 60
         while True:
             try:
