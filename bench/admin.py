@@ -265,11 +265,12 @@ def fill(scale: float) -> dict:
             in_chunks(
                 c,
                 events,
-                "INSERT INTO events (user_id, name, attributes, created_at, processed_at) "
-                "SELECT CONCAT('u', LPAD(1 + seq % {n} DIV 10, 8, '0')), "
+                "INSERT INTO events (user_id, name, attributes, context, timestamp, created_at, "
+                "processed_at) SELECT CONCAT('u', LPAD(1 + seq % {n} DIV 10, 8, '0')), "
                 "ELT(1 + seq % 10, 'page_view', 'page_view', 'page_view', 'page_view', 'login', "
                 "'purchase', 'email.delivered', 'email.opened', 'page_view', 'signup'), "
-                "JSON_OBJECT('n', seq), NOW(6) - INTERVAL (seq % 5184000) SECOND, "
+                "JSON_OBJECT('n', seq), '{{}}', NOW(6) - INTERVAL (seq % 5184000) SECOND, "
+                "NOW(6) - INTERVAL (seq % 5184000) SECOND, "
                 "IF(seq > {n} - 50, NULL, NOW(6)) FROM seq_{lo}_to_{hi}",
             )
         with timed("memberships"):

@@ -65,9 +65,10 @@ def seed(users: int) -> None:
             f"NOW(6), NOW(6), 1, 0 FROM seq_1_to_{users}"
         )
         cursor.execute(
-            "INSERT INTO events (user_id, name, attributes, created_at, processed_at) "
-            "SELECT CONCAT('u', 1 + seq %% %s), 'purchase', JSON_OBJECT('amount', seq %% 997), "
-            f"NOW(6), NOW(6) FROM seq_1_to_{2 * users}",
+            "INSERT INTO events (user_id, name, attributes, context, timestamp, created_at, "
+            "processed_at) SELECT CONCAT('u', 1 + seq %% %s), 'purchase', "
+            "JSON_OBJECT('amount', seq %% 997), '{}', NOW(6), NOW(6), NOW(6) "
+            f"FROM seq_1_to_{2 * users}",
             [users],
         )
         print(
