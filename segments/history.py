@@ -37,26 +37,22 @@ def note_changes(changes: dict, names: dict[int, str], now: datetime) -> None:
     tallies.note_members(sizes)
 
 
-def log_leavers(segment: Segment, answer: str, in_range: str, params: list, now) -> None:
-    """Before `refresh_segment` deletes the members not in its answer table: note them."""
+def log_leavers(segment: Segment, ids_table: str, now) -> None:
+    """`refresh_segment` is about to delete the members whose ids are in `ids_table`: note them."""
+    _log(segment, ids_table, False, now)
+
+
+def log_newcomers(segment: Segment, ids_table: str, now) -> None:
+    """`refresh_segment` is about to insert the users whose ids are in `ids_table`: note them."""
+    _log(segment, ids_table, True, now)
+
+
+def _log(segment: Segment, ids_table: str, entered: bool, now) -> None:
     with connection.cursor() as cursor:
         cursor.execute(
             "INSERT INTO segment_membership_changes (segment_id, segment_name, user_id, entered, "
-            "at) SELECT segment_id, %s, user_id, %s, %s FROM segment_memberships "
-            f"WHERE segment_id = %s{in_range} AND user_id NOT IN (SELECT id FROM {answer})",
-            [segment.name, False, _stamp(now), segment.pk, *params],
-        )
-
-
-def log_newcomers(segment: Segment, answer: str, in_range: str, params: list, now) -> None:
-    """Before `refresh_segment` inserts the users of its answer who are not members: note them."""
-    with connection.cursor() as cursor:
-        cursor.execute(
-            "INSERT INTO segment_membership_changes (segment_id, segment_name, user_id, entered, "
-            f"at) SELECT %s, %s, u.id, %s, %s FROM {answer} a JOIN users u ON u.id = a.id "
-            "WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
-            f"WHERE m.segment_id = %s AND m.user_id = u.id){in_range}",
-            [segment.pk, segment.name, True, _stamp(now), segment.pk, *params],
+            f"at) SELECT %s, %s, id, %s, %s FROM {ids_table}",
+            [segment.pk, segment.name, entered, _stamp(now)],
         )
 
 

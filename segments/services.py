@@ -286,51 +286,70 @@ def _refresh_range(
 ) -> RefreshCount:
     # The query runs once per range into a temporary table keyed by user id; leavers and
     # newcomers are then anti-joins against it. (Correlating the query itself per member made
-    # the database run an aggregate segment once per member.)
+    # the database run an aggregate segment once per member.) Each anti-join runs once, into a
+    # second temporary table that both the history and the memberships are written from.
     query = segment_query(definition, now)
     created_at = connection.ops.adapt_datetimefield_value(now)
-    answer = f"segflow_answer_{row.pk}"
+    answer, changed = f"segflow_answer_{row.pk}", f"segflow_changed_{row.pk}"
     mysql = connection.vendor == "mysql"
-    drop = (
-        f"DROP TEMPORARY TABLE IF EXISTS {answer}"
-        if mysql
-        else f"DROP TABLE IF EXISTS temp.{answer}"
-    )
-    in_range_q, q_params = range_condition("q.id", id_range)
-    in_range_m, m_params = range_condition("user_id", id_range)
-    in_range_u, u_params = range_condition("u.id", id_range)
-    with connection.cursor() as cursor:
-        cursor.execute(drop)
-        cursor.execute(
-            f"CREATE TEMPORARY TABLE {answer} (id VARCHAR(255) "
+
+    def drop(table: str) -> str:
+        return (
+            f"DROP TEMPORARY TABLE IF EXISTS {table}"
+            if mysql
+            else f"DROP TABLE IF EXISTS temp.{table}"
+        )
+
+    def create(table: str) -> str:
+        return (
+            f"CREATE TEMPORARY TABLE {table} (id VARCHAR(255) "
             # (the collation of users.id: comparing ids across two collations is an error)
             + (f"CHARACTER SET utf8mb4 COLLATE {exact_collation(connection)}" if mysql else "")
             + " PRIMARY KEY)"
         )
+
+    in_range_q, q_params = range_condition("q.id", id_range)
+    in_range_m, m_params = range_condition("user_id", id_range)
+    in_range_u, u_params = range_condition("u.id", id_range)
+    with connection.cursor() as cursor:
+        for table in (answer, changed):
+            cursor.execute(drop(table))
+            cursor.execute(create(table))
         try:
             cursor.execute(
                 f"{insert_ignore()} INTO {answer} (id) "
                 f"SELECT q.id FROM ({query.sql}) q WHERE q.id IS NOT NULL{in_range_q}",
                 [*query.params, *q_params],
             )
-            history.log_leavers(row, answer, in_range_m, m_params, now)
             cursor.execute(
-                f"DELETE FROM segment_memberships WHERE segment_id = %s{in_range_m} "
-                f"AND user_id NOT IN (SELECT id FROM {answer})",
+                f"INSERT INTO {changed} (id) SELECT user_id FROM segment_memberships "
+                f"WHERE segment_id = %s{in_range_m} AND user_id NOT IN (SELECT id FROM {answer})",
                 [row.pk, *m_params],
             )
+            history.log_leavers(row, changed, now)
+            cursor.execute(
+                "DELETE FROM segment_memberships WHERE segment_id = %s "
+                f"AND user_id IN (SELECT id FROM {changed})",
+                [row.pk],
+            )
             left = cursor.rowcount
-            history.log_newcomers(row, answer, in_range_u, u_params, now)
+            cursor.execute(f"DELETE FROM {changed}")
+            cursor.execute(
+                f"INSERT INTO {changed} (id) SELECT u.id FROM {answer} a "
+                "JOIN users u ON u.id = a.id WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
+                f"WHERE m.segment_id = %s AND m.user_id = u.id){in_range_u}",
+                [row.pk, *u_params],
+            )
+            history.log_newcomers(row, changed, now)
             cursor.execute(
                 "INSERT INTO segment_memberships (segment_id, user_id, created_at) "
-                f"SELECT %s, u.id, %s FROM {answer} a JOIN users u ON u.id = a.id "
-                f"WHERE NOT EXISTS (SELECT 1 FROM segment_memberships m "
-                f"WHERE m.segment_id = %s AND m.user_id = u.id){in_range_u}",
-                [row.pk, created_at, row.pk, *u_params],
+                f"SELECT %s, id, %s FROM {changed}",
+                [row.pk, created_at],
             )
             entered = cursor.rowcount
         finally:
-            cursor.execute(drop)
+            for table in (answer, changed):
+                cursor.execute(drop(table))
     Segment.objects.filter(pk=row.pk).update(refreshed_at=now)
     count = RefreshCount(entered=max(entered, 0), left=max(left, 0))
     tallies.note_members({row.pk: count.entered - count.left})
