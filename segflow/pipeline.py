@@ -79,23 +79,40 @@ def process_events(event_ids: list[int]) -> None:
 
     A batch is one transaction, its users locked in id order, with a few statements for all of
     its events. If it fails, its events are processed one by one, so one bad event holds up
-    only itself (it is tried again SEGFLOW_SWEEP_AFTER_SECONDS later).
+    only itself (it is tried again SEGFLOW_SWEEP_AFTER_SECONDS later). Events left for after an
+    older event of their user that another process has in hand are tried again once it is done.
     """
     config = live_config.sync()
     if not live_config.is_live(config):
         return  # left pending: the schedule hands them out again
-    now = timezone.now()
-    try:
-        with transaction.atomic():
-            _process_events(event_ids, config, now)
-    except OperationalError:
-        raise  # a lock conflict: the task tries the batch again
-    except Exception:
-        if len(event_ids) == 1:
-            Event.objects.filter(pk__in=event_ids).update(swept_at=now)
-            raise
-        logger.exception("a batch of %s events failed; processing them one by one", len(event_ids))
-        _process_one_by_one(event_ids, config, now)
+    left = list(event_ids)
+    for attempt in range(DEFERRED_ATTEMPTS):
+        now = timezone.now()
+        try:
+            with transaction.atomic():
+                done = _process_events(left, config, now)
+        except OperationalError:
+            raise  # a lock conflict: the task tries the batch again
+        except Exception:
+            if len(left) == 1:
+                Event.objects.filter(pk__in=left).update(swept_at=now)
+                raise
+            logger.exception("a batch of %s events failed; processing them one by one", len(left))
+            _process_one_by_one(left, config, now)
+            return
+        left = list(
+            Event.objects.filter(
+                pk__in=[pk for pk in left if pk not in set(done)], processed_at__isnull=True
+            ).values_list("pk", flat=True)
+        )
+        if not left:
+            return
+        time.sleep(0.01 * (attempt + 1))  # the other process holds their users: it is at work
+    # Still behind another process's events: the schedule's next drain takes them.
+
+
+# How often `process_events` tries again the events it had to leave for another process's.
+DEFERRED_ATTEMPTS = 20
 
 
 def process_event(event_id: int, config: Config | None = None) -> None:
