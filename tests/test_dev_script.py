@@ -32,8 +32,8 @@ def dev(monkeypatch):
 def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
     assert dev.test(["-x"]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[0].startswith("[segflow] The whole suite runs twice: on SQLite (about 3 minutes)")
-    assert "then on MySQL/MariaDB (about 10 minutes, 6 of them for the tests that" in said[0]
+    assert said[0].startswith("[segflow] The whole suite runs twice: on SQLite (about 6 minutes)")
+    assert "then on MySQL/MariaDB (about 11 minutes, 6 of them for the tests that" in said[0]
     assert "python3 dev.py test --sqlite-only" in said[0]
     lint, *passes = dev.runs
     assert lint[0][0].endswith("lint-imports")  # the import contracts come first
@@ -55,7 +55,7 @@ def test_sqlite_only_runs_the_first_pass_alone(dev, capsys, monkeypatch, how):
     assert others == [] and database is None
     assert command[-2:] == ["tests/test_push.py", "-x"]  # the option is not pytest's
     said = capsys.readouterr().out
-    assert "Tests on SQLite (about 3 minutes for the whole suite)" in said
+    assert "Tests on SQLite (about 6 minutes for the whole suite)" in said
     assert "MySQL" not in said
 
 
