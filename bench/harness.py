@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import os
 import statistics
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -12,7 +15,7 @@ sys.path.insert(0, str(ROOT))
 
 from tests.deployment import Deployment  # noqa: E402
 
-__all__ = ["Deployment", "ROOT", "percentile", "scratch_dir", "summary"]
+__all__ = ["Deployment", "ROOT", "django_here", "percentile", "scratch_dir", "summary"]
 
 
 def percentile(values: list[float], p: float) -> float:
@@ -30,3 +33,36 @@ def summary(latencies: list[float]) -> str:
 
 def scratch_dir() -> Path:
     return Path(tempfile.mkdtemp(prefix="segflow-bench-"))
+
+
+@contextmanager
+def django_here(name: str, **env: str) -> Iterator[str]:
+    """segflow's Django in this process, with production settings (and `env` on top), on a
+    MariaDB database of its own, migrated, dropped afterwards. Yields the database's name."""
+    import MySQLdb
+
+    database = f"segflow_{name}_{os.getpid()}"
+    server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
+    server.cursor().execute(
+        f"CREATE DATABASE {database} CHARACTER SET utf8mb4 COLLATE utf8mb4_unicode_ci"
+    )
+    os.environ.update(
+        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}",
+        DEBUG="0",
+        SECRET_KEY="profile-" + "x" * 40,
+        ALLOWED_HOSTS="127.0.0.1",
+        SECURE_SSL_REDIRECT="0",
+        LOG_LEVEL="WARNING",
+        DJANGO_SETTINGS_MODULE="segflow_project.settings",
+        **env,
+    )
+    try:
+        import django
+
+        django.setup()
+        from django.core.management import call_command
+
+        call_command("migrate", verbosity=0)
+        yield database
+    finally:
+        server.cursor().execute(f"DROP DATABASE IF EXISTS {database}")

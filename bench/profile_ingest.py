@@ -18,14 +18,12 @@ import argparse
 import cProfile
 import io
 import json
-import os
 import pstats
 import sys
 import time
 import uuid
 
-import MySQLdb
-from harness import ROOT
+from harness import django_here
 
 USERS = 1000
 
@@ -37,32 +35,12 @@ def main() -> None:
     parser.add_argument("--cprofile", action="store_true", help="profile one more round")
     parser.add_argument("--path", choices=["user-events", "v1-track"], default="user-events")
     args = parser.parse_args()
-    database = f"segflow_profile_ingest_{os.getpid()}"
-    server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
-    server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
-    os.environ.update(
-        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}",
-        DEBUG="0",
-        SECRET_KEY="profile-" + "x" * 40,
-        ALLOWED_HOSTS="127.0.0.1",
-        SECURE_SSL_REDIRECT="0",
-        # One connection for the whole run, so that its statement count covers every request.
-        CONN_MAX_AGE="86400",
-        LOG_LEVEL="WARNING",
-        DJANGO_SETTINGS_MODULE="segflow_project.settings",
-    )
-    sys.path.insert(0, str(ROOT))
-    try:
+    # One connection for the whole run, so that its statement count covers every request.
+    with django_here("profile_ingest", CONN_MAX_AGE="86400"):
         run(args)
-    finally:
-        server.cursor().execute(f"DROP DATABASE {database}")
 
 
 def run(args) -> None:
-    import django
-
-    django.setup()
-    from django.core.management import call_command
     from django.core.wsgi import get_wsgi_application
     from django.db import connection
 
@@ -70,7 +48,6 @@ def run(args) -> None:
     from segflow.api_keys import create_api_key
     from segflow.models import User
 
-    call_command("migrate", verbosity=0)
     # Only the ingest is measured: what it hands out is left for the schedule.
     dispatch._hand_out = lambda task_name, args: None
     _, key = create_api_key("profile")

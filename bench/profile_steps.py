@@ -11,12 +11,9 @@ their emails in one process, on MariaDB, without Celery in between.
 from __future__ import annotations
 
 import argparse
-import os
-import sys
 import time
 
-import MySQLdb  # noqa: E402
-from harness import ROOT
+from harness import django_here
 
 
 def main() -> None:
@@ -36,32 +33,17 @@ def main() -> None:
 
         standin = PostmarkStandIn().start()
         provider = {"email_provider": {"config": {"name": "postmark"}, "from_address": "a@b.co"}}
-    database = f"segflow_profile_{os.getpid()}"
-    server = MySQLdb.connect(host="127.0.0.1", user="root", autocommit=True)
-    server.cursor().execute(f"CREATE DATABASE {database} CHARACTER SET utf8mb4")
-    os.environ.update(
-        DATABASE_URL=f"mysql://root@127.0.0.1:3306/{database}",
-        DEBUG="0",
-        SECRET_KEY="profile-" + "x" * 40,
-        ALLOWED_HOSTS="127.0.0.1",
-        LOG_LEVEL="WARNING",
+    env = dict(
         EMAIL_BACKEND="django.core.mail.backends.locmem.EmailBackend",
         SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND="1",
-        DJANGO_SETTINGS_MODULE="segflow_project.settings",
     )
     if args.postmark:
-        os.environ.update(
+        env.update(
             SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND="0",
             POSTMARK_API_URL=standin.url,
             POSTMARK_SERVER_TOKEN="profile-token",
         )
-    sys.path.insert(0, str(ROOT))
-    try:
-        import django
-
-        django.setup()
-        from django.core.management import call_command
-
+    with django_here("profile", **env):
         from delivery.models import OutboxEmail
         from segflow import pipeline
         from segflow.config import validate_config
@@ -69,7 +51,6 @@ def main() -> None:
         from segflow.models import User
         from segflow.push import push
 
-        call_command("migrate", verbosity=0)
         User.objects.bulk_create(
             [
                 User(
@@ -124,8 +105,6 @@ def main() -> None:
             pstats.Stats(profiler).sort_stats("cumulative").print_stats(ours, 40)
         else:
             print(profiler.output_text(unicode=False, color=False))
-    finally:
-        server.cursor().execute(f"DROP DATABASE IF EXISTS {database}")
 
 
 if __name__ == "__main__":
