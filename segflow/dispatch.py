@@ -100,18 +100,6 @@ def enqueue_in_batches(task_name: str, ids: list) -> list:
     return left
 
 
-def enqueue_each(task_name: str, items: list) -> list:
-    """Hand each item to the task `segflow.<task_name>` on its own; returns the items that were
-    not handed out (with a broker, the first refusal ends the hand-out, as above)."""
-    left: list = []
-    for n, item in enumerate(items):
-        if not enqueue(task_name, item):
-            if not settings.SEGFLOW_TASKS_INLINE:
-                return left + list(items[n:])
-            left.append(item)
-    return left
-
-
 def broker_problem(timeout: float) -> str | None:
     """None if the broker answers within `timeout` seconds, else what is wrong (for readiness).
     Without a broker (the embedded default) there is nothing to check."""
@@ -190,13 +178,12 @@ class Doorbell:
         self._ringing = threading.Event()
         self._thread: threading.Thread | None = None
         self._redis = None
-        url = broker_url
-        if url.startswith(("redis://", "rediss://", "unix://")):
+        if broker_url.startswith(("redis://", "rediss://", "unix://")):
             import redis
 
             timeout = settings.SEGFLOW_BROKER_TIMEOUT_SECONDS
             self._redis = redis.Redis.from_url(
-                url, socket_timeout=timeout, socket_connect_timeout=timeout
+                broker_url, socket_timeout=timeout, socket_connect_timeout=timeout
             )
 
     def ring(self, queue: str) -> None:

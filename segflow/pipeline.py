@@ -100,9 +100,10 @@ def process_events(event_ids: list[int]) -> None:
             logger.exception("a batch of %s events failed; processing them one by one", len(left))
             _process_one_by_one(left, config, now)
             return
+        processed = set(done)
         left = list(
             Event.objects.filter(
-                pk__in=[pk for pk in left if pk not in set(done)], processed_at__isnull=True
+                pk__in=[pk for pk in left if pk not in processed], processed_at__isnull=True
             ).values_list("pk", flat=True)
         )
         if not left:
@@ -113,15 +114,6 @@ def process_events(event_ids: list[int]) -> None:
 
 # How often `process_events` tries again the events it had to leave for another process's.
 DEFERRED_ATTEMPTS = 20
-
-
-def process_event(event_id: int, config: Config | None = None) -> None:
-    """After an event: its transactional emails, the user's event segments, their campaigns."""
-    config = config or live_config.sync()
-    if not live_config.is_live(config):
-        return  # left pending: the schedule hands it out again
-    with transaction.atomic():
-        _process_events([event_id], config, timezone.now())
 
 
 def _process_events(event_ids: list[int], config: Config, now: datetime) -> list[int]:
@@ -191,6 +183,7 @@ def drain_events() -> int:
     processed = 0
     while True:
         now = timezone.now()
+        claimed: list[int] = []
         try:
             with transaction.atomic():
                 claimed = _claim_events(now, size)

@@ -81,10 +81,10 @@ def test_a_purchase_sends_exactly_one_confirmation_with_the_event_in_it(api, clo
 
     # Processing the same event again (a retry, the sweep) sends nothing more.
     from segflow.models import Event
-    from segflow.pipeline import process_event
+    from segflow.pipeline import process_events
 
     Event.objects.filter(pk=event["id"]).update(processed_at=None)
-    process_event(event["id"])
+    process_events([event["id"]])
     assert confirmations.count() == 1 and len(mail.outbox) == 1
 
 

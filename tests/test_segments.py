@@ -7,7 +7,7 @@ import pytest
 from django.db import connection
 
 from segflow import users as user_service
-from segflow.pipeline import process_event
+from segflow.pipeline import process_events
 from segments.models import Segment, SegmentMembership
 
 pytestmark = pytest.mark.django_db(transaction=True)
@@ -145,7 +145,7 @@ def test_event_segments_follow_events_and_deletes(setup):
     user_service.record_event("carl", "click", {})
     assert members("clickers") == {"carl"}
     event = user_service.record_event("carl", "purchase", {})
-    process_event(event.pk)  # processing again changes nothing
+    process_events([event.pk])  # processing again changes nothing
     assert members("buyers") == {"carl"}
     user_service.delete_user("carl")
     assert members("buyers") == set() and members("clickers") == set()
