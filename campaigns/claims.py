@@ -45,11 +45,21 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
     A new cursor is due at once, unless its first email is waiting for the user's address (see
     `campaigns.runner`): a change to the user is the moment to try that again, so it is made due
     now too."""
+    return _claim_to_run_now(now, user_id__in=user_ids, step_count=0)
+
+
+def claim_woken(cursor_ids: list[int], now: datetime) -> list[int]:
+    """Claim the cursors an event just made due, those nobody holds, to run them now rather than
+    at the schedule's next tick."""
+    return _claim_to_run_now(now, pk__in=cursor_ids) if cursor_ids else []
+
+
+def _claim_to_run_now(now: datetime, **which) -> list[int]:
+    """Claim the active cursors `which` selects that nobody holds, and make them due now."""
     unclaimed = Cursor.objects.filter(
         Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        user_id__in=user_ids,
         status=Cursor.Status.ACTIVE,
-        step_count=0,
+        **which,
     )
     ids = list(unclaimed.values_list("pk", flat=True))
     if ids:
@@ -58,23 +68,6 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
             claimed_until=now + lease,
             due_at=Case(When(due_at__gt=now, then=Value(now)), default=F("due_at")),
         )
-    return ids
-
-
-def claim_woken(cursor_ids: list[int], now: datetime) -> list[int]:
-    """Claim the cursors an event just made due, those nobody holds, to run them now rather than
-    at the schedule's next tick."""
-    if not cursor_ids:
-        return []
-    unclaimed = Cursor.objects.filter(
-        Q(claimed_until__isnull=True) | Q(claimed_until__lt=now),
-        pk__in=cursor_ids,
-        status=Cursor.Status.ACTIVE,
-    )
-    ids = list(unclaimed.values_list("pk", flat=True))
-    if ids:
-        lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
-        Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
     return ids
 
 
