@@ -184,23 +184,27 @@ def drain_events() -> int:
     while True:
         now = timezone.now()
         claimed: list[int] = []
+        held_back = False
         try:
             with transaction.atomic():
                 claimed = _claim_events(now, size)
                 done = _process_events(claimed, config, now) if claimed else []
+                held_back = len(done) < len(claimed)
         except OperationalError:
             raise  # a lock conflict: the task tries again
         except Exception:
             logger.exception("a batch of %s events failed; processing them one by one", size)
             done = _process_one_by_one(claimed, config, now)
         processed += len(done)
-        if len(claimed) < size:
+        # Events held back behind an older one of their user that another worker has in hand
+        # are this drain's to finish: that worker may already have looked past them.
+        if len(claimed) < size and not held_back:
             return processed
         if time.monotonic() > deadline:
             ring_again("events")  # the rest goes to the next drain task
             return processed
-        if not done:
-            time.sleep(0.01)  # all held back behind older events another worker has in hand
+        if held_back:
+            time.sleep(0.01)  # the other worker is at work on their users
 
 
 def _claim_events(now: datetime, size: int) -> list[int]:

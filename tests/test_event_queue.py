@@ -9,6 +9,7 @@ from types import SimpleNamespace
 
 import pytest
 from django.db import close_old_connections, connection, transaction
+from django.utils import timezone
 from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
@@ -159,6 +160,37 @@ def test_a_users_later_events_wait_while_another_worker_holds_an_earlier_one(que
     )
     assert receipts[0] <= receipts[1]
     assert sent("ann") == ["receipt", "receipt"]
+
+
+@pytest.mark.mysql_only
+def test_a_drain_waits_for_the_older_event_it_held_a_later_one_back_for(queued):
+    """Two drains: A has claimed ann's first event, B only her second, which B must hold back.
+    A may already have looked past it, so B keeps it until A is done and then processes it."""
+    user_service.put_user("ann", {"email": "ann@example.com"})
+    drain_users()
+    first = user_service.record_event("ann", "purchase", {"n": 1})
+    user_service.record_event("ann", "purchase", {"n": 2})
+    claimed = threading.Event()
+
+    def worker_a() -> None:
+        try:
+            with transaction.atomic():
+                Event.objects.select_for_update().get(pk=first.pk)
+                claimed.set()
+                threading.Event().wait(0.3)
+                Event.objects.filter(pk=first.pk).update(processed_at=timezone.now())
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker_a)
+    thread.start()
+    assert claimed.wait(30)
+    try:
+        assert drain_events() == 1
+    finally:
+        thread.join()
+    assert unprocessed() == 0
+    assert sent("ann") == ["receipt"]
 
 
 @pytest.mark.mysql_only
