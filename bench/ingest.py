@@ -263,20 +263,37 @@ def users_phase(
     )
 
 
+BEAT_LAYOUT = {
+    "process": "in the worker (-B)",
+    "thread": "in a thread of the worker",
+    "own": "of its own",
+}
+PHASES = ("events", "paced", "batch", "v1", "users")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser()
     parser.add_argument("--seconds", type=float, default=10)
     parser.add_argument("--segments", type=int, nargs="+", default=[3, 30])
     parser.add_argument("--users", type=int, default=2000)
+    parser.add_argument(
+        "--phases",
+        nargs="+",
+        choices=PHASES,
+        default=list(PHASES),
+        help="which phases to run (all by default)",
+    )
     parser.add_argument("--web-workers", type=int, default=2)
     parser.add_argument("--web-threads", type=int, default=8)
     parser.add_argument("--workers", type=int, default=1)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--pool", default="prefork", help="the workers' pool: prefork or threads")
     parser.add_argument(
-        "--separate-beat",
-        action="store_true",
-        help="beat as a process of its own, not in the worker",
+        "--beat",
+        choices=("process", "thread", "own"),
+        default="process",
+        help="beat in the worker, as a child process (-B) or a thread (--beat-thread), "
+        "or a process of its own",
     )
     args = parser.parse_args()
     for segments in args.segments:
@@ -291,7 +308,7 @@ def main() -> None:
                 config(segments),
                 concurrency=args.concurrency,
                 pool=args.pool,
-                embedded_beat=not args.separate_beat,
+                embedded_beat=None if args.beat == "own" else args.beat,
                 env=env,
             )
             try:
@@ -319,32 +336,39 @@ def main() -> None:
                     f"{segments} segments, {args.users} users (process layout: gunicorn "
                     f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
                     f"x {args.concurrency} ({args.pool}), beat "
-                    f"{'of its own' if args.separate_beat else 'in the worker'}):",
+                    f"{BEAT_LAYOUT[args.beat]}):",
                     flush=True,
                 )
                 run = (deployment, api)
-                events_phase(*run, "one event a request, 16 clients", 16, args.seconds, args.users)
-                events_phase(
-                    *run, "same, paced at 500 events/s", 16, args.seconds, args.users, rate=500
-                )
-                events_phase(
-                    *run,
-                    "POST /api/events, 500 a request, 16 clients",
-                    16,
-                    args.seconds,
-                    args.users,
-                    batch=500,
-                )
-                events_phase(
-                    *run,
-                    "POST /v1/batch, 500 a request, 16 clients",
-                    16,
-                    args.seconds,
-                    args.users,
-                    batch=500,
-                    path="/v1/batch",
-                )
-                users_phase(deployment, api, standin, 8, args.seconds)
+                if "events" in args.phases:
+                    events_phase(
+                        *run, "one event a request, 16 clients", 16, args.seconds, args.users
+                    )
+                if "paced" in args.phases:
+                    events_phase(
+                        *run, "same, paced at 500 events/s", 16, args.seconds, args.users, rate=500
+                    )
+                if "batch" in args.phases:
+                    events_phase(
+                        *run,
+                        "POST /api/events, 500 a request, 16 clients",
+                        16,
+                        args.seconds,
+                        args.users,
+                        batch=500,
+                    )
+                if "v1" in args.phases:
+                    events_phase(
+                        *run,
+                        "POST /v1/batch, 500 a request, 16 clients",
+                        16,
+                        args.seconds,
+                        args.users,
+                        batch=500,
+                        path="/v1/batch",
+                    )
+                if "users" in args.phases:
+                    users_phase(deployment, api, standin, 8, args.seconds)
                 print(f"  peak memory of the production processes: {memory.stop()}", flush=True)
             finally:
                 deployment.down()

@@ -21,6 +21,7 @@ from __future__ import annotations
 import argparse
 import json
 import socket
+import sys
 import threading
 import time
 import uuid
@@ -54,7 +55,7 @@ class PostmarkStandIn:
             def accept(self, messages: list[dict]) -> None:
                 standin._accept(messages)
 
-        self._server = ThreadingHTTPServer((self.host, self.port), Handler)
+        self._server = _Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
         self.port = self._server.server_address[1]
         self._thread = threading.Thread(
@@ -81,6 +82,13 @@ class PostmarkStandIn:
             self.count += len(messages)
             for message in messages:
                 self.received[(str(message.get("To", "")), str(message.get("Subject", "")))] += 1
+
+
+class _Server(ThreadingHTTPServer):
+    def handle_error(self, request, client_address) -> None:
+        # A worker killed at the end of a benchmark resets its kept-alive connections.
+        if not isinstance(sys.exc_info()[1], ConnectionError):
+            super().handle_error(request, client_address)
 
 
 class _Handler(BaseHTTPRequestHandler):
