@@ -43,7 +43,7 @@ def main() -> None:
         CONFIG,
         concurrency=args.concurrency,
         pool=args.pool,
-        embedded_beat=True,
+        embedded_beat="process",
         env=env,
     )
     try:

@@ -211,7 +211,7 @@ class Deployment:
         concurrency: int = 3,
         env: dict | None = None,
         pool: str = "prefork",
-        embedded_beat: bool = False,
+        embedded_beat: str | None = None,
         mysql_server: str = MYSQL_SERVER,
         redis_url: str = REDIS_URL,
     ) -> None:
@@ -283,12 +283,10 @@ class Deployment:
             str(self.concurrency),
             "--pool",
             self.pool,
-            *(
-                # One machine, one worker: the schedule runs inside it (`celery worker -B`).
-                ["-B", "--schedule", str(self.tmp / f"{name}-schedule")]
-                if self.embedded_beat
-                else []
-            ),
+            # One machine, one worker: the schedule runs inside it, in a process of its own
+            # (`-B`, embedded_beat="process") or in a thread (`--beat-thread`, "thread").
+            *({"process": ["-B"], "thread": ["--beat-thread"]}.get(self.embedded_beat or "", [])),
+            *(["--schedule", str(self.tmp / f"{name}-schedule")] if self.embedded_beat else []),
             "--hostname",
             f"{name}@%h",
             "--loglevel",
