@@ -1,12 +1,14 @@
 #!/usr/bin/env python3
-"""What one event costs the web process: `POST /api/users/{id}/events` through Django's WSGI
-application in one process and one thread, on MariaDB, without Celery or gunicorn in between.
+"""What one event (or user write, `--path`) costs the web process: `POST /api/users/{id}/events`
+through Django's WSGI application in one process and one thread, on MariaDB, without Celery or
+gunicorn in between.
 
     .venv/bin/python bench/profile_ingest.py [--requests 2000] [--repeat 3] [--cprofile]
 
 Each request carries a fresh `message_id`, as `segflow.client` sends, for one of 1,000 existing
 users. The work an event hands out after commit is not run: the hand-out is replaced by a no-op in
-this process (the schedule's sweep would pick it up), so only the ingest itself is measured.
+this process (the doorbell that would wake the workers is silent), so only the ingest itself is
+measured, in production mode (a broker is set: nothing is evaluated during the request).
 Prints requests per second and the CPU time this process spent per request (the database's is
 not in it) and the statements its connection sent per request (`SET autocommit` and `COMMIT`
 included, pings not); `--cprofile` prints the functions that took the most time.
@@ -22,6 +24,7 @@ import pstats
 import sys
 import time
 import uuid
+from types import SimpleNamespace
 
 from harness import django_here
 
@@ -33,10 +36,18 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds, each of --requests")
     parser.add_argument("--cprofile", action="store_true", help="profile one more round")
-    parser.add_argument("--path", choices=["user-events", "v1-track"], default="user-events")
+    parser.add_argument(
+        "--path",
+        choices=["user-events", "v1-track", "new-user", "patch-user"],
+        default="user-events",
+        help="an event for an existing user (two ways), PUT of a new user, PATCH of an existing one",
+    )
     args = parser.parse_args()
     # One connection for the whole run, so that its statement count covers every request.
-    with django_here("profile_ingest", CONN_MAX_AGE="86400"):
+    # Production mode (a broker is set), so the answers are those workers leave to do later.
+    with django_here(
+        "profile_ingest", CONN_MAX_AGE="86400", CELERY_BROKER_URL="redis://127.0.0.1:6379/15"
+    ):
         run(args)
 
 
@@ -48,8 +59,10 @@ def run(args) -> None:
     from segflow.api_keys import create_api_key
     from segflow.models import User
 
-    # Only the ingest is measured: what it hands out is left for the schedule.
+    # Only the ingest is measured: the doorbell it rings for workers is silent here.
     dispatch._hand_out = lambda task_name, args: None
+    silent = SimpleNamespace(ring=lambda queue: None, answered=lambda queue: None)
+    dispatch._doorbell = lambda: silent
     _, key = create_api_key("profile")
     User.objects.bulk_create(User(id=f"user-{n}", attributes={}) for n in range(USERS))
     application = get_wsgi_application()
@@ -57,7 +70,15 @@ def run(args) -> None:
 
     def one() -> None:
         n = next(counter)
-        if args.path == "user-events":
+        method = "POST"
+        if args.path == "new-user":
+            method, path, authorization = "PUT", f"/api/users/new-{n}", f"Bearer {key}"
+            body = {"attributes": {"email": f"new-{n}@example.com", "plan": "free"}}
+        elif args.path == "patch-user":
+            method, path = "PATCH", f"/api/users/user-{n % USERS}"
+            authorization = f"Bearer {key}"
+            body = {"attributes": {"plan": "pro" if n % 2 else "free"}}
+        elif args.path == "user-events":
             path, authorization = f"/api/users/user-{n % USERS}/events", f"Bearer {key}"
             body = {"name": "purchase", "attributes": {"amount": 5}, "message_id": uuid4()}
         else:
@@ -71,7 +92,7 @@ def run(args) -> None:
             }
         data = json.dumps(body).encode()
         environ = {
-            "REQUEST_METHOD": "POST",
+            "REQUEST_METHOD": method,
             "PATH_INFO": path,
             "SCRIPT_NAME": "",
             "QUERY_STRING": "",

@@ -21,8 +21,49 @@ class UserNotFound(Exception):
 
 
 def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
-    """Create the user, or replace all of their attributes. Returns (user, created)."""
+    """Create the user, or replace all of their attributes. Returns (user, created).
+
+    A PUT replaces whatever is there, so it needs neither a read nor a lock first: outside a
+    transaction it is an UPDATE, or an INSERT when there was nobody to update, each committed
+    on its own."""
     now = timezone.now()
+    if connection.in_atomic_block:
+        return _put_user_locked(user_id, attributes, now)
+    for _ in range(_WRITE_ATTEMPTS):
+        if _replace_attributes(user_id, attributes, now):
+            wake("users", [user_id])
+            user = User.objects.filter(pk=user_id).first()
+            if user is not None:
+                return user, False
+            continue  # deleted since: create them again
+        try:
+            user = User.objects.create(
+                id=user_id, attributes=attributes, created_at=now, updated_at=now
+            )
+        except IntegrityError:
+            continue  # created by a concurrent request since we looked: replace theirs
+        wake("users", [user_id])
+        return user, True
+    return _put_user_locked(user_id, attributes, now)
+
+
+# How often a write without locks tries again after another write came in between, before it
+# takes the user's lock.
+_WRITE_ATTEMPTS = 5
+
+
+def _replace_attributes(user_id: str, attributes: dict[str, Any], now: datetime) -> bool:
+    return bool(
+        User.objects.filter(pk=user_id).update(
+            attributes=attributes,
+            updated_at=now,
+            version=F("version") + 1,
+            evaluation_pending=True,
+        )
+    )
+
+
+def _put_user_locked(user_id: str, attributes: dict[str, Any], now: datetime) -> tuple[User, bool]:
     with transaction.atomic():
         user = lock_user(user_id)
         if user is None:
@@ -43,8 +84,28 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
 
 
 def patch_user(user_id: str, patch: dict[str, Any]) -> User:
-    """Merge `patch` into the user's attributes (RFC 7396: a null removes the attribute)."""
+    """Merge `patch` into the user's attributes (RFC 7396: a null removes the attribute).
+
+    Outside a transaction: read, merge, and write only if nobody wrote in between (the version
+    is unchanged), else read again; no lock is held from the read to the write."""
     now = timezone.now()
+    if not connection.in_atomic_block:
+        for _ in range(_WRITE_ATTEMPTS):
+            user = User.objects.filter(pk=user_id).first()
+            if user is None:
+                raise UserNotFound(user_id)
+            merged = merge_patch(user.attributes or {}, patch)
+            written = User.objects.filter(pk=user_id, version=user.version).update(
+                attributes=merged,
+                updated_at=now,
+                version=user.version + 1,
+                evaluation_pending=True,
+            )
+            if written:
+                wake("users", [user_id])
+                user.attributes, user.updated_at = merged, now
+                user.version, user.evaluation_pending = user.version + 1, True
+                return user
     with transaction.atomic():
         user = lock_user(user_id)
         if user is None:

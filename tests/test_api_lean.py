@@ -5,6 +5,7 @@ without switching autocommit. What it stores is what the locked way stores, for 
 from __future__ import annotations
 
 import base64
+from types import SimpleNamespace
 
 import pytest
 from django.contrib.auth.models import User as StaffAccount
@@ -16,6 +17,7 @@ from hypothesis import strategies as st
 from rest_framework.test import APIClient
 
 from segflow import dispatch
+from segflow import users as user_service
 from segflow.api_keys import create_api_key
 from segflow.models import Event, User
 from segflow.users import NewEvent, store_event, store_events
@@ -152,6 +154,84 @@ def test_the_segment_track_call_takes_the_same_path(keyed):
     assert len(queries) == 4  # the key is kept since identify
     assert send(v1, "POST", "/v1/track", body).json() == {"success": True}
     assert list(Event.objects.values_list("user_id", "message_id")) == [("ann", "s-1")]
+
+
+# -- User writes: no lock, no transaction, no read before a PUT -------------------------------
+
+
+@pytest.fixture
+def rung(keyed, settings, monkeypatch) -> list[str]:
+    """Production mode: the queues the writes ring the doorbell of, instead of the broker."""
+    settings.SEGFLOW_TASKS_INLINE = False
+    queues: list[str] = []
+    doorbell = SimpleNamespace(ring=queues.append, answered=lambda queue: None)
+    monkeypatch.setattr(dispatch, "_doorbell", lambda: doorbell)
+    return queues
+
+
+def first_words(queries) -> list[str]:
+    return [q["sql"].split(" `")[0].split(' "')[0].split(" ")[0] for q in queries]
+
+
+def test_a_new_user_is_stored_in_one_insert_and_answered_without_reading_back(keyed, rung):
+    with CaptureQueriesContext(connection) as queries:
+        response = send(keyed, "PUT", url("ann"), {"attributes": {"plan": "pro"}})
+    assert response.status_code == 201, response.content
+    # The UPDATE finds nobody; the INSERT creates ann, committed on its own.
+    assert first_words(queries) == ["UPDATE", "INSERT"]
+    body = response.json()
+    assert (body["attributes"], body["segments"], body["campaigns"]) == ({"plan": "pro"}, [], [])
+    ann = User.objects.get(id="ann")
+    assert (ann.attributes, ann.version, ann.evaluation_pending) == ({"plan": "pro"}, 1, True)
+    assert rung == ["users"]
+
+
+def test_a_put_of_a_known_user_replaces_their_attributes_in_one_update(keyed, rung):
+    send(keyed, "PUT", url("ann"), {"attributes": {"plan": "pro", "age": 3}})
+    created = User.objects.get(id="ann")
+    User.objects.filter(id="ann").update(evaluation_pending=False)
+    with CaptureQueriesContext(connection) as queries:
+        response = send(keyed, "PUT", url("ann"), {"attributes": {"plan": "free"}})
+    assert response.status_code == 200
+    assert first_words(queries)[:2] == ["UPDATE", "SELECT"]
+    assert "INSERT" not in first_words(queries)
+    ann = User.objects.get(id="ann")
+    assert (ann.attributes, ann.version, ann.evaluation_pending) == ({"plan": "free"}, 2, True)
+    assert ann.created_at == created.created_at
+    assert response.json()["created_at"] == keyed.get(url("ann")).json()["created_at"]
+    assert rung == ["users", "users"]
+
+
+def test_a_patch_keeps_a_write_that_came_in_between_its_read_and_its_write(
+    keyed, rung, monkeypatch
+):
+    """PATCH reads, merges and writes only if the user's version is unchanged; another write in
+    between makes it read again, so both writes are kept."""
+    send(keyed, "PUT", url("ann"), {"attributes": {"a": 1}})
+    original = user_service.merge_patch
+    calls = []
+
+    def merge_with_a_write_in_between(target, patch):
+        if patch == {"c": 3}:  # the whole patch, not one of its values (merged recursively)
+            calls.append(target)
+            if len(calls) == 1:  # another request writes after this one read
+                user_service.put_user("ann", {**target, "b": 2})
+        return original(target, patch)
+
+    monkeypatch.setattr(user_service, "merge_patch", merge_with_a_write_in_between)
+    response = send(keyed, "PATCH", url("ann"), {"attributes": {"c": 3}})
+    assert response.status_code == 200
+    assert response.json()["attributes"] == {"a": 1, "b": 2, "c": 3}
+    ann = User.objects.get(id="ann")
+    assert ann.attributes == {"a": 1, "b": 2, "c": 3}
+    assert ann.version == 3  # the PUT, the write in between, the PATCH
+    assert calls == [{"a": 1}, {"a": 1, "b": 2}]
+
+
+def test_a_patch_of_an_unknown_user_changes_nothing(keyed, rung):
+    response = send(keyed, "PATCH", url("nobody"), {"attributes": {"c": 3}})
+    assert response.status_code == 404
+    assert not User.objects.exists() and rung == []
 
 
 # -- For any sequence: what is stored is what the guarantees say --------------------------------

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
+from django.conf import settings
 from django.db.models import QuerySet
 
 from campaigns.models import Cursor
@@ -19,16 +21,24 @@ def find_user(user_id: str) -> User | None:
     return User.objects.filter(pk=user_id).first()
 
 
-def user_detail(user: User) -> dict[str, Any]:
-    """The user as the API shows them: attributes, the segments they are in, their campaigns."""
-    segments = (
-        SegmentMembership.objects.filter(user=user)
-        .order_by("segment__name")
-        .values_list("segment__name", flat=True)
-    )
-    cursors = (
-        Cursor.objects.filter(user=user).select_related("campaign").order_by("created_at", "id")
-    )
+def user_detail(user: User, *, just_created: bool = False) -> dict[str, Any]:
+    """The user as the API shows them: attributes, the segments they are in, their campaigns.
+
+    A user `just_created` by this request is in no segment or campaign yet, unless their
+    evaluation ran in this process (the embedded default): workers evaluate them after the answer.
+    """
+    if just_created and not settings.SEGFLOW_TASKS_INLINE:
+        segments: Iterable[str] = []
+        cursors: Iterable[Cursor] = []
+    else:
+        segments = (
+            SegmentMembership.objects.filter(user=user)
+            .order_by("segment__name")
+            .values_list("segment__name", flat=True)
+        )
+        cursors = (
+            Cursor.objects.filter(user=user).select_related("campaign").order_by("created_at", "id")
+        )
     return {
         "id": user.id,
         "attributes": user.attributes,

@@ -36,7 +36,7 @@ class UserView(APIView):
         attributes = validation.user_attributes(body["attributes"])
         user, created = user_service.put_user(user_id, attributes)
         return Response(
-            user_detail(user),
+            user_detail(user, just_created=created),
             status=status.HTTP_201_CREATED if created else status.HTTP_200_OK,
         )
 
