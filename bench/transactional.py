@@ -43,7 +43,7 @@ def main() -> None:
         CONFIG,
         concurrency=args.concurrency,
         pool=args.pool,
-        embedded_beat="process",
+        embedded_beat="thread",
         env=env,
     )
     try:
