@@ -40,7 +40,7 @@ def main() -> None:
         "--path",
         choices=["user-events", "v1-track", "new-user", "patch-user"],
         default="user-events",
-        help="an event for an existing user (two ways), PUT of a new user, PATCH of an existing one",
+        help="an event for a known user (two ways), PUT of a new user, PATCH of a known one",
     )
     args = parser.parse_args()
     # One connection for the whole run, so that its statement count covers every request.
