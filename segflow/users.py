@@ -30,7 +30,7 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
     if connection.in_atomic_block:
         return _put_user_locked(user_id, attributes, now)
     for _ in range(_WRITE_ATTEMPTS):
-        if _replace_attributes(user_id, attributes, now):
+        if _write_attributes(user_id, attributes, now):
             wake("users", [user_id])
             user = User.objects.filter(pk=user_id).first()
             if user is not None:
@@ -52,9 +52,16 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
 _WRITE_ATTEMPTS = 5
 
 
-def _replace_attributes(user_id: str, attributes: dict[str, Any], now: datetime) -> bool:
+def _write_attributes(
+    user_id: str, attributes: dict[str, Any], now: datetime, *, if_version: int | None = None
+) -> bool:
+    """Store the user's attributes, bump their version and mark them for evaluation; only if
+    their version is still `if_version`, when given. False when no row was written."""
+    rows = User.objects.filter(pk=user_id)
+    if if_version is not None:
+        rows = rows.filter(version=if_version)
     return bool(
-        User.objects.filter(pk=user_id).update(
+        rows.update(
             attributes=attributes,
             updated_at=now,
             version=F("version") + 1,
@@ -95,13 +102,7 @@ def patch_user(user_id: str, patch: dict[str, Any]) -> User:
             if user is None:
                 raise UserNotFound(user_id)
             merged = merge_patch(user.attributes or {}, patch)
-            written = User.objects.filter(pk=user_id, version=user.version).update(
-                attributes=merged,
-                updated_at=now,
-                version=user.version + 1,
-                evaluation_pending=True,
-            )
-            if written:
+            if _write_attributes(user_id, merged, now, if_version=user.version):
                 wake("users", [user_id])
                 user.attributes, user.updated_at = merged, now
                 user.version, user.evaluation_pending = user.version + 1, True
@@ -132,12 +133,7 @@ def mark_attributes_changed(user: User, now: datetime) -> None:
 
     `user` is left as the row now is, so callers answer with it without reading it again.
     """
-    User.objects.filter(pk=user.pk).update(
-        attributes=user.attributes,
-        updated_at=now,
-        version=F("version") + 1,
-        evaluation_pending=True,
-    )
+    _write_attributes(user.pk, user.attributes, now)
     # The row is locked, so the version it had is the one just incremented.
     user.updated_at, user.version, user.evaluation_pending = now, user.version + 1, True
     user_id = user.pk

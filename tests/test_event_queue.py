@@ -5,6 +5,7 @@ only itself; and a worker keeps its database connection from task to task."""
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from types import SimpleNamespace
 
 import pytest
@@ -52,6 +53,26 @@ def queued(settings, write_config, pushed):
     app.send_task = lambda name, *a, **k: handed.append(name)
     yield handed
     app.send_task = original
+
+
+def hold_event(event_id: int, until: Callable[[], object]) -> threading.Thread:
+    """Another worker ("A"): a thread that has claimed the event (locked its row) and keeps it
+    while `until` runs, in the same transaction. Returns once the lock is taken."""
+    claimed = threading.Event()
+
+    def worker_a() -> None:
+        try:
+            with transaction.atomic():
+                Event.objects.select_for_update().get(pk=event_id)
+                claimed.set()
+                until()
+        finally:
+            connection.close()
+
+    thread = threading.Thread(target=worker_a)
+    thread.start()
+    assert claimed.wait(30)
+    return thread
 
 
 def unprocessed() -> int:
@@ -130,20 +151,8 @@ def test_a_users_later_events_wait_while_another_worker_holds_an_earlier_one(que
     first = user_service.record_event("ann", "purchase", {"n": 1})
     user_service.record_event("ann", "purchase", {"n": 2})
     user_service.record_event("bob", "purchase", {"n": 3})
-    claimed, release = threading.Event(), threading.Event()
-
-    def worker_a() -> None:
-        try:
-            with transaction.atomic():
-                Event.objects.select_for_update().get(pk=first.pk)
-                claimed.set()
-                release.wait(30)
-        finally:
-            connection.close()
-
-    thread = threading.Thread(target=worker_a)
-    thread.start()
-    assert claimed.wait(30)
+    release = threading.Event()
+    thread = hold_event(first.pk, until=lambda: release.wait(30))
     try:
         drain_events()
         # bob's went on; ann's second waits behind her first, which A holds.
@@ -170,21 +179,12 @@ def test_a_drain_waits_for_the_older_event_it_held_a_later_one_back_for(queued):
     drain_users()
     first = user_service.record_event("ann", "purchase", {"n": 1})
     user_service.record_event("ann", "purchase", {"n": 2})
-    claimed = threading.Event()
 
-    def worker_a() -> None:
-        try:
-            with transaction.atomic():
-                Event.objects.select_for_update().get(pk=first.pk)
-                claimed.set()
-                threading.Event().wait(0.3)
-                Event.objects.filter(pk=first.pk).update(processed_at=timezone.now())
-        finally:
-            connection.close()
+    def processed_after_a_while() -> None:
+        threading.Event().wait(0.3)
+        Event.objects.filter(pk=first.pk).update(processed_at=timezone.now())
 
-    thread = threading.Thread(target=worker_a)
-    thread.start()
-    assert claimed.wait(30)
+    thread = hold_event(first.pk, until=processed_after_a_while)
     try:
         assert drain_events() == 1
     finally:
