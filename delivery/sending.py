@@ -14,10 +14,11 @@ provider. A row moves:
 The rule for a crash: a row leaves `queued` through an UPDATE that only one caller can win, and
 is never sent again once it has left `queued` unless a person asks for it in the admin. Rows are
 claimed, sent and recorded in sets of SEGFLOW_EMAIL_SEND_BATCH (one commit to claim a set, one
-to record its outcomes). A row found in `sending` long after its claim (its sender died between
-the claim and the record of its set's outcomes) becomes `unknown`, as does a send whose answer
-never came (a read timeout): the provider may have the email. A webhook that reports on it
-(delivered, bounced, opened ...) reconciles it to `sent`. So a crash can lose emails, at most
+call to the provider where it takes several emails a call, one commit to record the outcomes).
+A row found in `sending` long after its claim (its sender died between the claim and the record
+of its set's outcomes) becomes `unknown`, as does a send whose answer never came (a read
+timeout): the provider may have the email. A webhook that reports on it (delivered, bounced,
+opened ...) reconciles it to `sent`. So a crash can lose emails, at most
 one set per sending process, and never sends one twice.
 """
 
@@ -121,15 +122,34 @@ class _Sender:
         )
         self.backend = None
 
-    def send(self, row: OutboxEmail) -> _Outcome:
+    def send_all(
+        self, rows: list[OutboxEmail], budget: float
+    ) -> tuple[list[_Outcome], list[OutboxEmail]]:
+        """Send `rows`, several a call where the provider takes that; returns their outcomes,
+        and the rows not handed over because the calls took longer than `budget` seconds."""
+        outcomes: list[_Outcome] = []
+        step = max(1, self.provider.batch_limit)
+        started = time.monotonic()
+        for start in range(0, len(rows), step):
+            if start and time.monotonic() - started > budget:
+                return outcomes, rows[start:]  # (a slow provider) safe to queue again
+            chunk = rows[start : start + step]
+            outcomes.extend(self._send_batch(chunk) if len(chunk) > 1 else [self._send(chunk[0])])
+        return outcomes, []
+
+    def _open(self) -> Exception | None:
         if self.backend is None:
             try:
                 backend = self.provider.connection(self.settings)
                 backend.open()
             except Exception as exc:
-                # A provider that cannot even be set up fails the row with its reason.
-                return _send_failed(row, self.provider, exc)
+                return exc  # a provider that cannot even be set up fails the rows with it
             self.backend = backend
+        return None
+
+    def _send(self, row: OutboxEmail) -> _Outcome:
+        if (broken := self._open()) is not None:
+            return _send_failed(row, self.provider, broken)
         result = _send(row, self.definition, self.provider, self.settings, self.backend)
         if result.status != OutboxEmail.Status.SENT or not self.provider.keeps_connection(
             self.backend
@@ -137,6 +157,33 @@ class _Sender:
             # After a failure the connection itself may be broken: the next row opens anew.
             self.close()
         return result
+
+    def _send_batch(self, rows: list[OutboxEmail]) -> list[_Outcome]:
+        if (broken := self._open()) is not None:
+            return [_send_failed(row, self.provider, broken) for row in rows]
+        outcomes: dict[int, _Outcome] = {}
+        messages, sending = [], []
+        for row in rows:
+            try:
+                message = build_message(row, self.definition)
+                self.provider.prepare(message, self.settings, campaign=bool(row.campaign_name))
+            except Exception as exc:
+                outcomes[row.pk] = _send_failed(row, self.provider, exc)
+                continue
+            messages.append(message)
+            sending.append(row)
+        if messages:
+            try:
+                answers = self.provider.send_batch(self.backend, messages)
+            except Exception as exc:
+                self.close()
+                answers = [exc] * len(messages)
+            for row, answer in zip(sending, answers, strict=True):
+                if isinstance(answer, Exception):
+                    outcomes[row.pk] = _send_failed(row, self.provider, answer)
+                else:
+                    outcomes[row.pk] = _sent(row, self.provider, answer)
+        return [outcomes[row.pk] for row in rows]
 
     def close(self) -> None:
         if self.backend is not None:
@@ -164,14 +211,8 @@ def _send_set(
 ) -> dict[int, str]:
     """Send the claimed `rows` and record where each went, in one commit."""
     results: list[_Outcome] = []
-    unsent: list[OutboxEmail] = []
-    # Rows still `sending` this long after their claim would be taken for a dead sender's.
-    budget = settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS / 2
-    started = time.monotonic()
-    for n, row in enumerate(rows):
-        if n and time.monotonic() - started > budget:
-            unsent = rows[n:]  # (a slow provider) never handed over: safe to queue again
-            break
+    sendable: list[OutboxEmail] = []
+    for row in rows:
         address = normalize_address(row.to_address)
         if not address:
             # A row stored before addresses were parsed, with several in it, or none.
@@ -184,7 +225,10 @@ def _send_set(
         if reason:
             results.append(_Outcome(row, OutboxEmail.Status.SKIPPED, {"reason": reason}))
             continue
-        results.append(sender.send(row))
+        sendable.append(row)
+    # Rows still `sending` this long after their claim would be taken for a dead sender's.
+    sent, unsent = sender.send_all(sendable, settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS / 2)
+    results.extend(sent)
     return _record(results, unsent)
 
 
@@ -263,7 +307,10 @@ def _send(row: OutboxEmail, definition, provider, settings_: dict, backend) -> _
     except Exception as exc:
         return _send_failed(row, provider, exc)
     status = getattr(message, "anymail_status", None)
-    message_id = (getattr(status, "message_id", None) or "") if status else ""
+    return _sent(row, provider, (getattr(status, "message_id", None) or "") if status else "")
+
+
+def _sent(row: OutboxEmail, provider, message_id: str) -> _Outcome:
     logger.info("email %s sent by %s (message %s)", row.key, provider.name, message_id or "-")
     return _Outcome(
         row,

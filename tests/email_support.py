@@ -52,17 +52,10 @@ class FakePostmark:
                         Recorded("POST", self.path, dict(self.headers.items()), body)
                     )
                     answer = fake.answers.pop(0) if fake.answers else None
-                if answer is None:
-                    answer = Answer(
-                        200,
-                        {
-                            "To": body.get("To", "") if isinstance(body, dict) else "",
-                            "SubmittedAt": "2026-03-02T09:00:00.0000000Z",
-                            "MessageID": str(uuid.uuid4()),
-                            "ErrorCode": 0,
-                            "Message": "OK",
-                        },
-                    )
+                if answer is None and self.path == "/email/batch":
+                    answer = Answer(200, [_accepted(message) for message in body])
+                elif answer is None:
+                    answer = Answer(200, _accepted(body))
                 if answer.delay:
                     time.sleep(answer.delay)
                 payload = json.dumps(answer.body).encode()
@@ -93,11 +86,28 @@ class FakePostmark:
 
     @property
     def emails(self) -> list[dict]:
-        return [r.body for r in self.requests if r.path == "/email"]
+        """Every message the fake received, whether alone or in a batch."""
+        emails: list[dict] = []
+        for request in self.requests:
+            if request.path == "/email":
+                emails.append(request.body)
+            elif request.path == "/email/batch":
+                emails.extend(request.body)
+        return emails
 
     def stop(self) -> None:
         self.server.shutdown()
         self.server.server_close()
+
+
+def _accepted(message: Any) -> dict:
+    return {
+        "To": message.get("To", "") if isinstance(message, dict) else "",
+        "SubmittedAt": "2026-03-02T09:00:00.0000000Z",
+        "MessageID": str(uuid.uuid4()),
+        "ErrorCode": 0,
+        "Message": "OK",
+    }
 
 
 @pytest.fixture

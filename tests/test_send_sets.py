@@ -20,9 +20,9 @@ from hypothesis import HealthCheck, given
 from hypothesis import settings as hypothesis_settings
 from hypothesis import strategies as st
 
-from delivery.models import OutboxEmail
+from delivery.models import OutboxEmail, Suppression
 from delivery.outbox import EmailOrigin, OutboxWriter
-from delivery.providers.postmark import PostmarkBackend
+from delivery.providers.postmark import PostmarkBackend, PostmarkProvider
 from delivery.sending import _claim_rows, deliver_emails, mark_stale_sending
 from segflow.live_config import live_config
 from segflow.models import User
@@ -195,11 +195,13 @@ def test_a_set_that_outlasts_half_the_stale_time_hands_its_unsent_rows_back(
     pushed,
     postmark,
     settings,
+    monkeypatch,
 ):
-    # No time at all: each set sends its first email, then gives the rest back to `queued`
+    # No time at all: each set makes its first call, then gives the rest back to `queued`
     # (never handed to the provider, so safe to send later), and delivery takes them again.
     settings.SEGFLOW_EMAIL_SENDING_STALE_SECONDS = 0
     settings.SEGFLOW_EMAIL_SEND_BATCH = 5
+    monkeypatch.setattr(PostmarkProvider, "batch_limit", 2)  # a set of 5 takes 3 calls
     pushed(write_config(CONFIG))
     config = live_config.sync()
     users = User.objects.in_bulk(make_users("slow", 5))
@@ -213,6 +215,133 @@ def test_a_set_that_outlasts_half_the_stale_time_hands_its_unsent_rows_back(
     assert {row.status for row in rows} == {"sent"}
     assert {row.attempts for row in rows} == {1}
     assert received(postmark) == Counter(f"{u}@example.com" for u in users)
+    # 5 rows: a call of 2, the other 3 back to the queue; a call of 2, 1 back; a call of 1.
+    assert [r.path for r in postmark.requests] == ["/email/batch", "/email/batch", "/email"]
+    assert_counts_are_true()
+
+
+def queue_emails(config, prefix: str, count: int) -> list[int]:
+    users = User.objects.in_bulk(make_users(prefix, count))
+    writer = OutboxWriter(config, list(users.values()), campaign=True)
+    rows = [
+        writer.queue(config.templates["hello"], users[user_id], EmailOrigin(key=f"{prefix}:{n}"))
+        for n, user_id in enumerate(sorted(users))
+    ]
+    writer.flush()
+    return [row.pk for row in rows]
+
+
+def ok(to: str, message_id: str) -> dict:
+    return {"To": to, "MessageID": message_id, "ErrorCode": 0, "Message": "OK"}
+
+
+@pytest.mark.django_db
+def test_a_set_goes_to_postmark_in_one_batch_call_and_each_row_keeps_its_message_id(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+):
+    settings.SEGFLOW_EMAIL_SEND_BATCH = 10
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    ids = queue_emails(config, "batch", 4)
+    addresses = [f"batch-{n:03}@example.com" for n in range(4)]
+    postmark.answer(200, [ok(to, f"pm-{n}") for n, to in enumerate(addresses)])
+
+    assert set(deliver_emails(ids, config).values()) == {"sent"}
+
+    assert [r.path for r in postmark.requests] == ["/email/batch"]
+    (call,) = postmark.requests
+    assert call.headers["X-Postmark-Server-Token"] == "server-token-from-the-environment"
+    assert [message["To"] for message in call.body] == addresses
+    rows = OutboxEmail.objects.in_bulk(ids)
+    for n, (outbox_id, message) in enumerate(zip(ids, call.body, strict=True)):
+        row = rows[outbox_id]
+        # Each message is the one a single send would carry, built by anymail the same way.
+        assert message["Metadata"] == {"segflow_outbox_id": str(outbox_id)}
+        assert message["HtmlBody"] == row.html and message["Subject"] == "Hello"
+        assert message["From"] == "hello@acme.test" and message["To"] == row.to_address
+        assert message["TextBody"] == row.text
+        assert row.message_id == f"pm-{n}" and row.attempts == 1
+    assert_counts_are_true()
+
+
+@pytest.mark.django_db
+def test_postmark_refusing_some_messages_of_a_batch_fails_only_those(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+):
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    ids = queue_emails(config, "part", 4)
+    inactive = (
+        "You tried to send to recipient(s) that have been marked as inactive.\n"
+        "Found inactive addresses: part-001@example.com.\n"
+        "Inactive recipients are ones that have generated a hard bounce, a spam complaint, "
+        "or a manual suppression."
+    )
+    postmark.answer(
+        200,
+        [
+            ok("part-000@example.com", "pm-0"),
+            {"ErrorCode": 406, "Message": inactive},
+            {"ErrorCode": 300, "Message": "Invalid 'To' address: 'part-002@example.com'."},
+            ok("part-003@example.com", "pm-3"),
+        ],
+    )
+
+    statuses = deliver_emails(ids, config)
+
+    assert [statuses[i] for i in ids] == ["sent", "failed", "failed", "sent"]
+    rows = OutboxEmail.objects.in_bulk(ids)
+    assert "ErrorCode 406" in rows[ids[1]].reason
+    assert "Invalid 'To' address" in rows[ids[2]].reason
+    assert rows[ids[2]].next_attempt_at is None  # refused for good: not tried again
+    # Only the address Postmark calls inactive is never mailed again.
+    assert list(Suppression.objects.values_list("address", flat=True)) == ["part-001@example.com"]
+    assert_counts_are_true()
+
+
+@pytest.mark.django_db
+@pytest.mark.parametrize(
+    "status, body, delay, expected",
+    [
+        # Not taken, and may be later: all of the set waits for a retry.
+        (503, {"ErrorCode": 100, "Message": "Service unavailable"}, 0, "queued"),
+        # The call itself refused (a malformed batch): none was sent, none will be.
+        (422, {"ErrorCode": 402, "Message": "Invalid JSON"}, 0, "failed"),
+        # An answer that does not say what became of each message: they may have gone out.
+        (200, {"ErrorCode": 0, "Message": "OK"}, 0, "unknown"),
+        # No answer in time (the fixture's timeout is 0.5 s): the same doubt.
+        (200, [], 1.5, "unknown"),
+    ],
+)
+def test_a_failed_batch_call_decides_for_every_message_of_it(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+    status,
+    body,
+    delay,
+    expected,
+):
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    ids = queue_emails(config, f"call{status}{delay}", 3)
+    postmark.answer(status, body, delay=delay)
+
+    statuses = deliver_emails(ids, config)
+
+    assert [statuses[i] for i in ids] == [expected] * 3
+    rows = OutboxEmail.objects.filter(pk__in=ids)
+    if expected == "queued":
+        assert all(row.next_attempt_at is not None and "503" in row.reason for row in rows)
+    assert len(postmark.requests) == 1  # never a second call for the same emails
+    assert not Suppression.objects.exists()
     assert_counts_are_true()
 
 

@@ -55,6 +55,8 @@ class EmailProvider:
     options: ClassVar[dict[str, str]] = {}
     # Those of `options` that are secrets: never shown in a push plan nor stored.
     secret_options: ClassVar[frozenset[str]] = frozenset()
+    # How many emails one call to the provider may carry (see send_batch); 1: one a call.
+    batch_limit: ClassVar[int] = 1
 
     def check_settings(self, settings: dict[str, Any], path: str) -> None:
         """Raise ConfigError naming the key if `settings` has a key or value this one refuses."""
@@ -86,6 +88,17 @@ class EmailProvider:
 
     def prepare(self, message: EmailMessage, settings: dict[str, Any], *, campaign: bool) -> None:
         """Dress `message` for this provider (streams, configuration sets). Nothing by default."""
+
+    def send_batch(
+        self, backend: BaseEmailBackend, messages: list[EmailMessage]
+    ) -> list[str | Exception]:
+        """Send `messages` (at most `batch_limit`) in one call over `backend`.
+
+        Returns, for each message in order, the provider's message id or the exception that says
+        why the provider refused that one (see `classify`). Raises when the call as a whole
+        failed: then none was sent, or nobody can tell which were.
+        """
+        raise NotImplementedError(f"{self.name} sends one email a call")
 
     def classify(self, exc: Exception) -> Failure:
         """What a send that raised `exc` means; see Failure."""
