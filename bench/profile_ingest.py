@@ -37,10 +37,14 @@ def main() -> None:
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds, each of --requests")
     parser.add_argument("--cprofile", action="store_true", help="profile one more round")
     parser.add_argument(
+        "--django", action="store_true", help="Django's application alone, without the lean path"
+    )
+    parser.add_argument(
         "--path",
-        choices=["user-events", "v1-track", "new-user", "patch-user"],
+        choices=["user-events", "bare-event", "v1-track", "new-user", "patch-user"],
         default="user-events",
-        help="an event for a known user (two ways), PUT of a new user, PATCH of a known one",
+        help="an event for a known user (with a message id, without one, or through /v1/), "
+        "PUT of a new user, PATCH of a known one",
     )
     args = parser.parse_args()
     # One connection for the whole run, so that its statement count covers every request.
@@ -56,6 +60,7 @@ def run(args) -> None:
     from django.db import connection
 
     from segflow import dispatch
+    from segflow.api.lean import LeanIngest
     from segflow.api_keys import create_api_key
     from segflow.models import User
 
@@ -65,7 +70,10 @@ def run(args) -> None:
     dispatch._doorbell = lambda: silent
     _, key = create_api_key("profile")
     User.objects.bulk_create(User(id=f"user-{n}", attributes={}) for n in range(USERS))
+    # As segflow_project.wsgi serves it: the lean path first (--django: Django's alone).
     application = get_wsgi_application()
+    if not args.django:
+        application = LeanIngest(application)
     counter = iter(range(10**9))
 
     def one() -> None:
@@ -78,9 +86,11 @@ def run(args) -> None:
             method, path = "PATCH", f"/api/users/user-{n % USERS}"
             authorization = f"Bearer {key}"
             body = {"attributes": {"plan": "pro" if n % 2 else "free"}}
-        elif args.path == "user-events":
+        elif args.path in ("user-events", "bare-event"):
             path, authorization = f"/api/users/user-{n % USERS}/events", f"Bearer {key}"
             body = {"name": "purchase", "attributes": {"amount": 5}, "message_id": uuid4()}
+            if args.path == "bare-event":
+                body = {"name": "login"}
         else:
             path = "/v1/track"
             authorization = "Basic " + _b64(f"{key}:")
@@ -114,7 +124,7 @@ def run(args) -> None:
         status = []
         response = application(environ, lambda s, headers, exc_info=None: status.append(s))
         b"".join(response)
-        response.close()
+        getattr(response, "close", lambda: None)()
         if not status[0].startswith(("200", "201")):
             raise SystemExit(f"{path}: {status[0]}")
 

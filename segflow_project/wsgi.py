@@ -4,4 +4,10 @@ from django.core.wsgi import get_wsgi_application
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "segflow_project.settings")
 
-application = get_wsgi_application()
+django_application = get_wsgi_application()
+
+# One event a request, the call apps make most, skips Django's request machinery when it can
+# (segflow/api/lean.py); everything else is Django's.
+from segflow.api.lean import LeanIngest  # noqa: E402 - needs the apps loaded above
+
+application = LeanIngest(django_application)

@@ -10,6 +10,7 @@ from django.db.models import QuerySet
 
 from campaigns.models import Cursor
 from segflow.models import Event, User
+from segflow.users import Recorded
 from segments.models import SegmentMembership
 
 from .validation import MAX_ID_LENGTH
@@ -76,3 +77,9 @@ def event_detail(event: Event) -> dict[str, Any]:
         "message_id": event.message_id,
         "context": event.context,
     }
+
+
+def recorded_detail(recorded: Recorded) -> dict[str, Any]:
+    """A POSTed event as stored; `duplicate`: its message id was stored before, and this is the
+    event stored then (nothing was stored or done again)."""
+    return {**event_detail(recorded.event), "duplicate": recorded.duplicate}

@@ -17,7 +17,7 @@ from segflow.dispatch import broker_problem
 
 from . import openapi, validation
 from .errors import InvalidInput, error_response
-from .selectors import event_detail, events_of, find_user, user_detail
+from .selectors import event_detail, events_of, find_user, recorded_detail, user_detail
 
 
 @openapi.user_view
@@ -90,7 +90,7 @@ class UserEventsView(APIView):
         body = validation.body_object(request.data, validation.EVENT_FIELDS, {"name"})
         recorded = user_service.store_event(validation.event(body, user_id))
         return Response(
-            _recorded_detail(recorded),
+            recorded_detail(recorded),
             status=status.HTTP_200_OK if recorded.duplicate else status.HTTP_201_CREATED,
         )
 
@@ -104,7 +104,7 @@ class EventsView(APIView):
         recorded = user_service.store_events(events)
         stored_any = any(not r.duplicate for r in recorded)
         return Response(
-            {"events": [_recorded_detail(r) for r in recorded]},
+            {"events": [recorded_detail(r) for r in recorded]},
             status=status.HTTP_201_CREATED if stored_any else status.HTTP_200_OK,
         )
 
@@ -223,12 +223,6 @@ def no_such_endpoint(request, *args, **kwargs):
         },
         status=404,
     )
-
-
-def _recorded_detail(recorded: user_service.Recorded) -> dict:
-    """A POSTed event as stored; `duplicate`: its message id was stored before, and this is the
-    event stored then (nothing was stored or done again)."""
-    return {**event_detail(recorded.event), "duplicate": recorded.duplicate}
 
 
 def _user_not_found(user_id: str, hint: str = "") -> Response:

@@ -1,0 +1,189 @@
+"""The call app backends make most, answered without Django's request machinery.
+
+`POST /api/users/{id}/events` (one event, `client.emit`) is most of an app's traffic, and on a
+small machine Django's handler, its middleware and DRF's view cost more CPU than storing the event
+(bench/README.md). `LeanIngest` wraps the WSGI application: a well-formed call with a valid
+`ingest` key is answered here, by the same parts the view uses (the key cache, the JSON parser,
+the checks, `users.store_event`, the renderer), with the same status, headers and bytes. Anything
+else (another path or method, a query string, an unusual header, a body, key or host that the
+checks refuse) goes on to Django untouched, which answers it as ever, errors and logging included.
+So this path answers only what Django would have answered with a 200 or a 201, and the same way;
+tests/test_api_lean_path.py holds it to that.
+"""
+
+from __future__ import annotations
+
+import io
+import re
+from collections.abc import Callable, Iterable
+from types import SimpleNamespace
+from typing import Any
+
+from django.conf import settings
+from django.core import signals
+from django.http.request import split_domain_port, validate_host
+
+from segflow import users as user_service
+from segflow.api_keys import find_api_key
+
+from . import validation
+from .errors import outage_of, unavailable, unexpected
+from .parsers import strict_json
+from .renderers import FastJSONRenderer
+from .selectors import recorded_detail
+
+_USER_EVENTS = re.compile(r"/api/users/([^/]+)/events")
+_JSON = frozenset({"application/json", "application/json; charset=utf-8"})
+_ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
+_REASONS = {
+    200: "200 OK",
+    201: "201 Created",
+    500: "500 Internal Server Error",
+    503: "503 Service Unavailable",
+}
+
+StartResponse = Callable[..., Any]
+
+
+class LeanIngest:
+    """WSGI middleware: the lean path for one event a request, Django for everything else."""
+
+    def __init__(self, application: Callable[[dict, StartResponse], Iterable[bytes]]) -> None:
+        self.application = application
+        self.renderer = FastJSONRenderer()
+
+    def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
+        if environ.get("REQUEST_METHOD") == "POST":
+            matched = _USER_EVENTS.fullmatch(environ.get("PATH_INFO", ""))
+            if matched is not None:
+                answer = self._answer(environ, matched.group(1))
+                if answer is not None:
+                    status, body, extra = answer
+                    start_response(_REASONS[status], [*self._headers(environ, body), *extra])
+                    return [body]
+        return self.application(environ, start_response)
+
+    def _answer(self, environ: dict, user_id: str) -> tuple[int, bytes, list] | None:
+        """The status and body of the answer, or None to leave the request to Django (with its
+        body put back, when it was read)."""
+        if not self._plain(environ, user_id):
+            return None
+        body = self._body(environ)
+        if body is None:
+            return None
+        signals.request_started.send(sender=self.__class__, environ=environ)
+        try:
+            new = self._event(environ, user_id, body)
+            if new is None:
+                return None
+            try:
+                recorded = user_service.store_event(new)
+            except Exception as exc:  # (as ApiErrorsMiddleware answers what a view raises)
+                return self._error(exc, environ)
+            status = 200 if recorded.duplicate else 201
+            return status, self.renderer.render(recorded_detail(recorded)), []
+        finally:
+            signals.request_finished.send(sender=self.__class__)
+
+    def _plain(self, environ: dict, user_id: str) -> bool:
+        """Whether nothing about the request asks for more than the lean path does."""
+        return (
+            not environ.get("QUERY_STRING")
+            and user_id.isascii()
+            and environ.get("CONTENT_TYPE", "").lower() in _JSON
+            and environ.get("HTTP_ACCEPT", "") in _ANY_JSON_ACCEPT
+            and environ.get("HTTP_AUTHORIZATION", "")[:7].lower() == "bearer "
+            # What Django's own middleware would act on before the view.
+            and not settings.SECURE_SSL_REDIRECT
+            and not settings.PREPEND_WWW
+            and not settings.DISALLOWED_USER_AGENTS
+            and not settings.USE_X_FORWARDED_HOST
+            and _host_allowed(environ)
+        )
+
+    def _body(self, environ: dict) -> bytes | None:
+        try:
+            length = int(environ.get("CONTENT_LENGTH") or "")
+        except ValueError:
+            return None
+        if not 0 < length <= settings.SEGFLOW_MAX_BODY_BYTES:
+            return None
+        body = environ["wsgi.input"].read(length)
+        # Django reads the body again if the request goes on to it.
+        environ["wsgi.input"] = io.BytesIO(body)
+        return body if len(body) == length else None
+
+    def _event(self, environ: dict, user_id: str, body: bytes) -> user_service.NewEvent | None:
+        key = environ["HTTP_AUTHORIZATION"][7:].strip()
+        try:
+            api_key = find_api_key(key) if key else None
+            if api_key is None or api_key.scope != "ingest":
+                return None
+            data = strict_json(body, "utf-8")
+            validation.identifier(user_id, "id")
+            data = validation.body_object(data, validation.EVENT_FIELDS, {"name"})
+            return validation.event(data, user_id)
+        except Exception:
+            # Bad input, or a database that does not answer: Django answers it, as ever.
+            return None
+
+    def _error(self, exc: Exception, environ: dict) -> tuple[int, bytes, list]:
+        request = SimpleNamespace(method="POST", path=environ.get("PATH_INFO", ""))
+        what = outage_of(exc)
+        if what is not None:
+            body, headers = unavailable(what, exc, request)
+            return 503, self.renderer.render(body), list(headers.items())
+        return 500, self.renderer.render(unexpected(exc, request)), []
+
+    def _headers(self, environ: dict, body: bytes) -> list[tuple[str, str]]:
+        """What Django, DRF and the middleware put on the view's answer."""
+        headers = [
+            ("Content-Type", "application/json"),
+            ("Allow", "GET, POST, HEAD, OPTIONS"),
+            ("Content-Length", str(len(body))),
+        ]
+        if settings.X_FRAME_OPTIONS:
+            headers.append(("X-Frame-Options", settings.X_FRAME_OPTIONS))
+        if settings.SECURE_CONTENT_TYPE_NOSNIFF:
+            headers.append(("X-Content-Type-Options", "nosniff"))
+        if settings.SECURE_REFERRER_POLICY:
+            policy = settings.SECURE_REFERRER_POLICY
+            if not isinstance(policy, str):
+                policy = ",".join(policy)
+            headers.append(("Referrer-Policy", policy))
+        if opener_policy := settings.SECURE_CROSS_ORIGIN_OPENER_POLICY:
+            headers.append(("Cross-Origin-Opener-Policy", opener_policy))
+        if settings.SECURE_HSTS_SECONDS and _is_secure(environ):
+            value = f"max-age={settings.SECURE_HSTS_SECONDS}"
+            if settings.SECURE_HSTS_INCLUDE_SUBDOMAINS:
+                value += "; includeSubDomains"
+            if settings.SECURE_HSTS_PRELOAD:
+                value += "; preload"
+            headers.append(("Strict-Transport-Security", value))
+        return headers
+
+
+def _host_allowed(environ: dict) -> bool:
+    """Django's check of the Host header (HttpRequest.get_host), which a request that fails it
+    gets a 400 from."""
+    host = environ.get("HTTP_HOST")
+    if not host:
+        host = environ.get("SERVER_NAME", "")
+        port = str(environ.get("SERVER_PORT", ""))
+        if port != ("443" if _is_secure(environ) else "80"):
+            host = f"{host}:{port}"
+    allowed = settings.ALLOWED_HOSTS
+    if settings.DEBUG and not allowed:
+        allowed = [".localhost", "127.0.0.1", "[::1]"]
+    domain, _ = split_domain_port(host)
+    return bool(domain) and validate_host(domain, allowed)
+
+
+def _is_secure(environ: dict) -> bool:
+    """HttpRequest.is_secure: the proxy's header when SECURE_PROXY_SSL_HEADER says which."""
+    if settings.SECURE_PROXY_SSL_HEADER:
+        header, secure_value = settings.SECURE_PROXY_SSL_HEADER
+        value = environ.get(header)
+        if value is not None:
+            return value.split(",", 1)[0].strip() == secure_value
+    return environ.get("wsgi.url_scheme") == "https"
