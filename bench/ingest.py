@@ -219,6 +219,7 @@ def events_phase(
             api.call("POST", "/api/events", {"events": [event(n, i, k) for k in range(batch)]})
         return batch
 
+    cpu = CpuShares(deployment)
     started = time.monotonic()
     sent, elapsed, latencies = load(clients, seconds, work, rate)
     last_request = started + elapsed
@@ -232,9 +233,28 @@ def events_phase(
     print(
         f"  {label}: {total / elapsed:8.0f} events/s accepted, "
         f"{total / (done_at - started):8.0f} events/s finished; last processed "
-        f"{done_at - last_request:.2f} s after the last request; request {summary(latencies)}",
+        f"{done_at - last_request:.2f} s after the last request; request {summary(latencies)}"
+        f"\n    CPU per event: {cpu.per(total)}",
         flush=True,
     )
+
+
+class CpuShares:
+    """CPU time spent by each part from now on: the deployment's processes, the database and
+    Redis, and this process (the load generator, and the Postmark stand-in's threads)."""
+
+    def __init__(self, deployment: Deployment) -> None:
+        self.deployment = deployment
+        self.before = self._now()
+
+    def _now(self) -> dict[str, float]:
+        return {**self.deployment.cpu_seconds(), "load generator": time.process_time()}
+
+    def per(self, units: int) -> str:
+        spent = {k: v - self.before.get(k, 0.0) for k, v in self._now().items()}
+        total = sum(spent.values())
+        parts = ", ".join(f"{k} {v / units * 1000:.2f}" for k, v in spent.items() if v > 0)
+        return f"{total / max(units, 1) * 1000:.2f} ms ({parts})"
 
 
 def users_phase(
@@ -251,6 +271,7 @@ def users_phase(
         )
         return 1
 
+    cpu = CpuShares(deployment)
     started = time.monotonic()
     created, elapsed, latencies = load(clients, seconds, work)
     done_at = wait_until(lambda: subject_count(standin, "Welcome") - welcomed, created)
@@ -258,7 +279,7 @@ def users_phase(
         f"  new users, {clients} clients: {created / elapsed:6.0f} users/s accepted, "
         f"{created / (done_at - started):6.0f} users/s finished (evaluated, welcome email at "
         f"the provider); last welcome {done_at - started - elapsed:.2f} s after the last "
-        f"request; request {summary(latencies)}",
+        f"request; request {summary(latencies)}\n    CPU per user: {cpu.per(created)}",
         flush=True,
     )
 

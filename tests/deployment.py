@@ -373,6 +373,25 @@ class Deployment:
             by_name[name] = total
         return by_name
 
+    def cpu_seconds(self) -> dict[str, float]:
+        """CPU time (user and system) spent so far by each started process and its children,
+        by name, and by the database and Redis servers (shared with anything else using them)."""
+        by_name = dict.fromkeys([*self.processes, "mariadb", "redis"], 0.0)
+        groups = {process.pid: name for name, process in self.processes.items()}
+        servers = {"mariadbd": "mariadb", "mysqld": "mariadb", "redis-server": "redis"}
+        tick = os.sysconf("SC_CLK_TCK")
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                text = stat.read_text()
+                command = text[text.index("(") + 1 : text.rindex(")")]
+                fields = text.rsplit(")", 1)[1].split()
+                name = groups.get(int(fields[2])) or servers.get(command)
+                if name is not None:
+                    by_name[name] += (int(fields[11]) + int(fields[12])) / tick
+            except (OSError, IndexError, ValueError):
+                continue
+        return by_name
+
     def down(self) -> None:
         for name in list(self.processes):
             self.kill(name)
