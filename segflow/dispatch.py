@@ -20,7 +20,7 @@ import os
 import threading
 import time
 
-from celery import current_app
+from celery import current_app, current_task
 from django.conf import settings
 
 logger = logging.getLogger(__name__)
@@ -34,6 +34,16 @@ PUBLISH_RETRY_POLICY = {
     "interval_start": 0,
     "interval_step": 0,
     "interval_max": 0,
+}
+
+
+# The work each task hands on that its worker runs itself (SEGFLOW_WORKER_FOLLOW_ON): a drain's
+# new cursors, an advance's emails. Not the tick's: its hand-outs are what spreads due work over
+# all the workers.
+FOLLOW_ON = {
+    TASK_PREFIX + "drain_users": {"advance_cursors", "deliver_emails"},
+    TASK_PREFIX + "drain_events": {"advance_cursors", "deliver_emails"},
+    TASK_PREFIX + "advance_cursors": {"deliver_emails"},
 }
 
 
@@ -58,7 +68,7 @@ def enqueue(task_name: str, *args) -> bool:
 
 def _hand_out(task_name: str, args: tuple) -> None:
     name = TASK_PREFIX + task_name
-    if not settings.SEGFLOW_TASKS_INLINE:
+    if not settings.SEGFLOW_TASKS_INLINE and not _follows_on(task_name):
         try:
             current_app.send_task(name, args=args, retry=True, retry_policy=PUBLISH_RETRY_POLICY)
         except Exception as exc:
@@ -80,6 +90,12 @@ def _hand_out(task_name: str, args: tuple) -> None:
             raise
         logger.exception("task %s%s failed; the schedule will try again", task_name, _shown(args))
         raise NotHandedOut(task_name) from exc
+
+
+def _follows_on(task_name: str) -> bool:
+    """Whether this process runs `task_name` itself, as the follow-on of the task it is running."""
+    running = getattr(current_task, "name", None)  # (None outside a task)
+    return settings.SEGFLOW_WORKER_FOLLOW_ON and task_name in FOLLOW_ON.get(running, ())
 
 
 def enqueue_in_batches(task_name: str, ids: list) -> list:

@@ -169,6 +169,10 @@ SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", def
 SEGFLOW_DOORBELL_THREAD = env.bool("SEGFLOW_DOORBELL_THREAD", default=True)
 # A drain task waiting on the broker stops others being queued for this long at most.
 SEGFLOW_DOORBELL_LEASE_SECONDS = env.float("SEGFLOW_DOORBELL_LEASE_SECONDS", default=2.0)
+# Inside a worker, the follow-on work of a drain (advancing the cursors it claimed) and of an
+# advance (delivering the emails it queued) runs in the same worker right after the commit, instead
+# of going through the broker to another task: for small batches the hop cost more than the work.
+SEGFLOW_WORKER_FOLLOW_ON = env.bool("SEGFLOW_WORKER_FOLLOW_ON", default=True)
 # A whole segment is re-evaluated this many users at a time (one task each for a time-based one).
 SEGFLOW_SEGMENT_CHUNK_USERS = env.int("SEGFLOW_SEGMENT_CHUNK_USERS", default=100_000)
 
