@@ -394,27 +394,16 @@ def _record(results: list[_Outcome], unsent: list[OutboxEmail]) -> dict[int, str
         statuses: dict[int, str] = {}
         change: Counter = Counter()
         with transaction.atomic():
-            for result in results:
-                row, fields = result.row, result.fields
-                columns = [OutboxEmail._meta.get_field(name) for name in fields]
-                assignments = ", ".join(
-                    f"{connection.ops.quote_name(f.column)} = %s" for f in columns
-                )
-                values = [f.get_db_prep_save(fields[f.name], connection) for f in columns]
-                for from_status in result.from_statuses:
-                    if _update_row(row.pk, assignments, values, from_statuses=(from_status,)):
-                        # counted from the status it had, which the one-status UPDATE tells
-                        change.update(tallies.change_of(row, {"status": from_status}, **fields))
-                        statuses[row.pk] = result.status
-                        break
-                if row.pk in statuses and result.suppress is not None:
-                    suppress(
-                        row.to_address,
-                        Suppression.Reason.INACTIVE,
-                        detail=result.suppress.reason,
-                        provider=result.provider_name,
-                        outbox_email_id=row.pk,
+            alike = _record_alike(results)
+            for result in alike:
+                statuses[result.row.pk] = result.status
+                change.update(
+                    tallies.change_of(
+                        result.row, {"status": OutboxEmail.Status.SENDING}, **result.fields
                     )
+                )
+            for result in results if not alike else ():
+                _record_one(result, statuses, change)
             if unsent:
                 OutboxEmail.objects.filter(
                     pk__in=[row.pk for row in unsent], status=OutboxEmail.Status.SENDING
@@ -440,6 +429,70 @@ def _record(results: list[_Outcome], unsent: list[OutboxEmail]) -> dict[int, str
     for row in unsent:
         statuses[row.pk] = OutboxEmail.Status.QUEUED
     return statuses
+
+
+def _record_one(result: _Outcome, statuses: dict[int, str], change: Counter) -> None:
+    """Record one row's outcome, if it is still in one of the statuses it may leave."""
+    row, fields = result.row, result.fields
+    columns = [OutboxEmail._meta.get_field(name) for name in fields]
+    assignments = ", ".join(f"{connection.ops.quote_name(f.column)} = %s" for f in columns)
+    values = [f.get_db_prep_save(fields[f.name], connection) for f in columns]
+    for from_status in result.from_statuses:
+        if _update_row(row.pk, assignments, values, from_statuses=(from_status,)):
+            # counted from the status it had, which the one-status UPDATE tells
+            change.update(tallies.change_of(row, {"status": from_status}, **fields))
+            statuses[row.pk] = result.status
+            break
+    if row.pk in statuses and result.suppress is not None:
+        suppress(
+            row.to_address,
+            Suppression.Reason.INACTIVE,
+            detail=result.suppress.reason,
+            provider=result.provider_name,
+            outbox_email_id=row.pk,
+        )
+
+
+def _record_alike(results: list[_Outcome]) -> list[_Outcome]:
+    """Record a set whose outcomes are alike (as good as always: all `sent`) in one UPDATE, the
+    values that differ per row (a message id) chosen by id. Returns the results recorded, or
+    nothing, with nothing changed, when they are not alike or a row had left `sending` (the
+    sweep took it): then each row is recorded on its own."""
+    first = results[0] if results else None
+    if (
+        first is None
+        or len(results) < 2
+        or any(
+            r.status != first.status or r.fields.keys() != first.fields.keys() or r.suppress
+            for r in results
+        )
+    ):
+        return []
+    columns = [OutboxEmail._meta.get_field(name) for name in first.fields]
+    ids = [result.row.pk for result in results]
+    assignments, params = [], []
+    for column in columns:
+        values = [column.get_db_prep_save(r.fields[column.name], connection) for r in results]
+        name = connection.ops.quote_name(column.column)
+        if all(value == values[0] for value in values):
+            assignments.append(f"{name} = %s")
+            params.append(values[0])
+        else:
+            assignments.append(f"{name} = CASE id {' '.join(['WHEN %s THEN %s'] * len(ids))} END")
+            params.extend(v for pair in zip(ids, values, strict=True) for v in pair)
+    marks = ", ".join(["%s"] * len(ids))
+    try:
+        with transaction.atomic(), connection.cursor() as cursor:
+            cursor.execute(
+                f"UPDATE {connection.ops.quote_name(OutboxEmail._meta.db_table)} "
+                f"SET {', '.join(assignments)} WHERE id IN ({marks}) AND status = %s",
+                [*params, *ids, OutboxEmail.Status.SENDING],
+            )
+            if cursor.rowcount != len(ids):
+                raise _Contended
+    except _Contended:
+        return []
+    return results
 
 
 def _update_row(

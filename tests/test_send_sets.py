@@ -249,8 +249,13 @@ def test_a_set_goes_to_postmark_in_one_batch_call_and_each_row_keeps_its_message
     addresses = [f"batch-{n:03}@example.com" for n in range(4)]
     postmark.answer(200, [ok(to, f"pm-{n}") for n, to in enumerate(addresses)])
 
-    assert set(deliver_emails(ids, config).values()) == {"sent"}
+    with CaptureQueriesContext(connection) as queries:
+        assert set(deliver_emails(ids, config).values()) == {"sent"}
 
+    # One statement claims the set, one records all its outcomes.
+    table = connection.ops.quote_name("outbox")
+    updates = [q["sql"] for q in queries if q["sql"].startswith(f"UPDATE {table}")]
+    assert len(updates) == 2
     assert [r.path for r in postmark.requests] == ["/email/batch"]
     (call,) = postmark.requests
     assert call.headers["X-Postmark-Server-Token"] == "server-token-from-the-environment"
@@ -265,6 +270,36 @@ def test_a_set_goes_to_postmark_in_one_batch_call_and_each_row_keeps_its_message
         assert message["TextBody"] == row.text
         assert row.message_id == f"pm-{n}" and row.attempts == 1
     assert_counts_are_true()
+
+
+@pytest.mark.django_db
+def test_a_row_the_sweep_took_mid_send_is_recorded_on_its_own_and_the_answer_wins(
+    write_config,
+    pushed,
+    postmark,
+    settings,
+    monkeypatch,
+):
+    pushed(write_config(CONFIG))
+    config = live_config.sync()
+    ids = queue_emails(config, "swept", 3)
+    real_send = PostmarkProvider.send_batch
+
+    def sweep_during_the_call(self, backend, messages):
+        answers = real_send(self, backend, messages)
+        # The sweep gave up on the second row while its answer was on the way back.
+        OutboxEmail.objects.filter(pk=ids[1]).update(status="unknown")
+        return answers
+
+    monkeypatch.setattr(PostmarkProvider, "send_batch", sweep_during_the_call)
+    statuses = deliver_emails(ids, config)
+
+    # Postmark took all three: the late answer turns the `unknown` row into `sent` as well.
+    assert [statuses[i] for i in ids] == ["sent"] * 3
+    rows = OutboxEmail.objects.in_bulk(ids)
+    assert all(rows[i].status == "sent" and rows[i].message_id for i in ids)
+    assert len({rows[i].message_id for i in ids}) == 3  # each row its own message id
+    assert len(received(postmark)) == 3
 
 
 @pytest.mark.django_db
