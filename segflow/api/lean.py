@@ -1,10 +1,11 @@
-"""The call app backends make most, answered without Django's request machinery.
+"""The calls app backends make most, answered without Django's request machinery.
 
-`POST /api/users/{id}/events` (one event, `client.emit`) is most of an app's traffic, and on a
-small machine Django's handler, its middleware and DRF's view cost more CPU than storing the event
+`POST /api/users/{id}/events` (one event, `client.emit`) and `PUT`/`PATCH /api/users/{id}`
+(`client.create_user`, `update_user`) are most of an app's traffic, and on a small machine
+Django's handler, its middleware and DRF's view cost more CPU than storing the event
 (bench/README.md). `LeanIngest` wraps the WSGI application: a well-formed call with a valid
-`ingest` key is answered here, by the same parts the view uses (the key cache, the JSON parser,
-the checks, `users.store_event`, the renderer), with the same status, headers and bytes. Anything
+`ingest` key is answered here, by the same parts the views use (the key cache, the JSON parser,
+the checks, `segflow.users`, the renderer), with the same status, headers and bytes. Anything
 else (another path or method, a query string, an unusual header, a body, key or host that the
 checks refuse) goes on to Django untouched, which answers it as ever, errors and logging included.
 So this path answers only what Django would have answered with a 200 or a 201, and the same way;
@@ -30,8 +31,9 @@ from . import validation
 from .errors import outage_of, unavailable, unexpected
 from .parsers import strict_json
 from .renderers import FastJSONRenderer
-from .selectors import recorded_detail
+from .selectors import recorded_detail, user_detail
 
+_USER = re.compile(r"/api/users/([^/]+)")
 _USER_EVENTS = re.compile(r"/api/users/([^/]+)/events")
 _JSON = frozenset({"application/json", "application/json; charset=utf-8"})
 _ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
@@ -43,29 +45,89 @@ _REASONS = {
 }
 
 StartResponse = Callable[..., Any]
+# What a lean call answers: its status and the JSON it renders.
+Answer = tuple[int, Any]
+
+
+class _Declined(Exception):
+    """This call is Django's to answer (bad input, an unknown user ...): nothing was written."""
+
+
+def _record_event(user_id: str, data: Any) -> Answer:
+    recorded = user_service.store_event(_checked(lambda: _event(user_id, data)))
+    return (200 if recorded.duplicate else 201), recorded_detail(recorded)
+
+
+def _event(user_id: str, data: Any) -> user_service.NewEvent:
+    validation.identifier(user_id, "id")
+    body = validation.body_object(data, validation.EVENT_FIELDS, {"name"})
+    return validation.event(body, user_id)
+
+
+def _put_user(user_id: str, data: Any) -> Answer:
+    attributes = _checked(lambda: _user_attributes(user_id, data))
+    user, created = user_service.put_user(user_id, attributes)
+    return (201 if created else 200), user_detail(user, just_created=created)
+
+
+def _patch_user(user_id: str, data: Any) -> Answer:
+    patch = _checked(lambda: _user_attributes(user_id, data))
+    try:
+        user = user_service.patch_user(user_id, patch)
+    except user_service.UserNotFound:
+        raise _Declined from None
+    return 200, user_detail(user)
+
+
+def _user_attributes(user_id: str, data: Any) -> dict:
+    validation.identifier(user_id, "id")
+    body = validation.body_object(data, {"attributes"}, {"attributes"})
+    return validation.user_attributes(body["attributes"])
+
+
+def _checked(check: Callable[[], Any]) -> Any:
+    """What `check` returns; any input it refuses is Django's to answer, with its error."""
+    try:
+        return check()
+    except Exception:
+        raise _Declined from None
+
+
+# (method, path, what answers it, the methods the view allows: its Allow header)
+_ROUTES = (
+    ("POST", _USER_EVENTS, _record_event, "GET, POST, HEAD, OPTIONS"),
+    ("PUT", _USER, _put_user, "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+    ("PATCH", _USER, _patch_user, "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"),
+)
 
 
 class LeanIngest:
-    """WSGI middleware: the lean path for one event a request, Django for everything else."""
+    """WSGI middleware: the lean path for the calls apps make most, Django for everything
+    else."""
 
     def __init__(self, application: Callable[[dict, StartResponse], Iterable[bytes]]) -> None:
         self.application = application
         self.renderer = FastJSONRenderer()
 
     def __call__(self, environ: dict, start_response: StartResponse) -> Iterable[bytes]:
-        if environ.get("REQUEST_METHOD") == "POST":
-            matched = _USER_EVENTS.fullmatch(environ.get("PATH_INFO", ""))
+        method, path = environ.get("REQUEST_METHOD"), environ.get("PATH_INFO", "")
+        for route_method, pattern, handler, allow in _ROUTES:
+            matched = pattern.fullmatch(path) if method == route_method else None
             if matched is not None:
-                answer = self._answer(environ, matched.group(1))
+                answer = self._answer(environ, matched.group(1), handler)
                 if answer is not None:
                     status, body, extra = answer
-                    start_response(_REASONS[status], [*self._headers(environ, body), *extra])
+                    headers = [*self._headers(environ, body, allow), *extra]
+                    start_response(_REASONS[status], headers)
                     return [body]
+                break
         return self.application(environ, start_response)
 
-    def _answer(self, environ: dict, user_id: str) -> tuple[int, bytes, list] | None:
-        """The status and body of the answer, or None to leave the request to Django (with its
-        body put back, when it was read)."""
+    def _answer(
+        self, environ: dict, user_id: str, handler: Callable[[str, Any], Answer]
+    ) -> tuple[int, bytes, list] | None:
+        """The status, body and extra headers of the answer, or None to leave the request to
+        Django (with its body put back, when it was read)."""
         if not self._plain(environ, user_id):
             return None
         body = self._body(environ)
@@ -73,15 +135,16 @@ class LeanIngest:
             return None
         signals.request_started.send(sender=self.__class__, environ=environ)
         try:
-            new = self._event(environ, user_id, body)
-            if new is None:
+            data = self._authorized_json(environ, body)
+            if data is None:
                 return None
             try:
-                recorded = user_service.store_event(new)
+                status, payload = handler(user_id, data)
+            except _Declined:
+                return None
             except Exception as exc:  # (as ApiErrorsMiddleware answers what a view raises)
                 return self._error(exc, environ)
-            status = 200 if recorded.duplicate else 201
-            return status, self.renderer.render(recorded_detail(recorded)), []
+            return status, self.renderer.render(payload), []
         finally:
             signals.request_finished.send(sender=self.__class__)
 
@@ -113,16 +176,14 @@ class LeanIngest:
         environ["wsgi.input"] = io.BytesIO(body)
         return body if len(body) == length else None
 
-    def _event(self, environ: dict, user_id: str, body: bytes) -> user_service.NewEvent | None:
+    def _authorized_json(self, environ: dict, body: bytes) -> Any | None:
+        """The body's JSON, if the call's key may ingest and the body is JSON; else None."""
         key = environ["HTTP_AUTHORIZATION"][7:].strip()
         try:
             api_key = find_api_key(key) if key else None
             if api_key is None or api_key.scope != "ingest":
                 return None
-            data = strict_json(body, "utf-8")
-            validation.identifier(user_id, "id")
-            data = validation.body_object(data, validation.EVENT_FIELDS, {"name"})
-            return validation.event(data, user_id)
+            return strict_json(body, "utf-8")
         except Exception:
             # Bad input, or a database that does not answer: Django answers it, as ever.
             return None
@@ -135,11 +196,11 @@ class LeanIngest:
             return 503, self.renderer.render(body), list(headers.items())
         return 500, self.renderer.render(unexpected(exc, request)), []
 
-    def _headers(self, environ: dict, body: bytes) -> list[tuple[str, str]]:
+    def _headers(self, environ: dict, body: bytes, allow: str) -> list[tuple[str, str]]:
         """What Django, DRF and the middleware put on the view's answer."""
         headers = [
             ("Content-Type", "application/json"),
-            ("Allow", "GET, POST, HEAD, OPTIONS"),
+            ("Allow", allow),
             ("Content-Length", str(len(body))),
         ]
         if settings.X_FRAME_OPTIONS:
