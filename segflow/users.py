@@ -24,27 +24,54 @@ def put_user(user_id: str, attributes: dict[str, Any]) -> tuple[User, bool]:
     """Create the user, or replace all of their attributes. Returns (user, created).
 
     A PUT replaces whatever is there, so it needs neither a read nor a lock first: outside a
-    transaction it is an UPDATE, or an INSERT when there was nobody to update, each committed
-    on its own."""
+    transaction it is one INSERT ... ON DUPLICATE KEY UPDATE on MySQL and MariaDB; elsewhere an
+    UPDATE, or an INSERT when there was nobody to update, each committed on its own."""
     now = timezone.now()
     if connection.in_atomic_block:
         return _put_user_locked(user_id, attributes, now)
     for _ in range(_WRITE_ATTEMPTS):
-        if _write_attributes(user_id, attributes, now):
-            wake("users", [user_id])
-            user = User.objects.filter(pk=user_id).first()
-            if user is not None:
-                return user, False
-            continue  # deleted since: create them again
-        try:
-            user = User.objects.create(
-                id=user_id, attributes=attributes, created_at=now, updated_at=now
-            )
-        except IntegrityError:
-            continue  # created by a concurrent request since we looked: replace theirs
+        if connection.vendor == "mysql":
+            created = _upsert_user(user_id, attributes, now)
+        elif _write_attributes(user_id, attributes, now):
+            created = False
+        else:
+            try:
+                _new_user(user_id, attributes, now).save(force_insert=True)
+            except IntegrityError:
+                continue  # created by a concurrent request since we looked: replace theirs
+            created = True
         wake("users", [user_id])
-        return user, True
+        if created:
+            return _new_user(user_id, attributes, now), True
+        user = User.objects.filter(pk=user_id).first()
+        if user is not None:
+            return user, False
+        # deleted since: create them again
     return _put_user_locked(user_id, attributes, now)
+
+
+def _upsert_user(user_id: str, attributes: dict[str, Any], now: datetime) -> bool:
+    """MySQL and MariaDB: create the user, or replace their attributes as `_write_attributes`
+    does, in one statement. True if the user was created (the server counts an inserted row as
+    1, an updated one as 2)."""
+    user = _new_user(user_id, attributes, now)
+    fields = User._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    values = [f.get_db_prep_save(f.pre_save(user, True), connection) for f in fields]
+    stored = User._meta.get_field("attributes").get_db_prep_save(attributes, connection)
+    with connection.cursor() as cursor:
+        cursor.execute(
+            f"INSERT INTO {quote(User._meta.db_table)} ({columns}) VALUES ({placeholders(fields)}) "
+            f"ON DUPLICATE KEY UPDATE {quote('attributes')} = %s, {quote('updated_at')} = %s, "
+            f"{quote('version')} = {quote('version')} + 1, {quote('evaluation_pending')} = 1",
+            [*values, stored, connection.ops.adapt_datetimefield_value(now)],
+        )
+        return cursor.rowcount == 1
+
+
+def _new_user(user_id: str, attributes: dict[str, Any], now: datetime) -> User:
+    return User(id=user_id, attributes=attributes, created_at=now, updated_at=now)
 
 
 # How often a write without locks tries again after another write came in between, before it

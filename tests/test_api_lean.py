@@ -177,8 +177,10 @@ def test_a_new_user_is_stored_in_one_insert_and_answered_without_reading_back(ke
     with CaptureQueriesContext(connection) as queries:
         response = send(keyed, "PUT", url("ann"), {"attributes": {"plan": "pro"}})
     assert response.status_code == 201, response.content
-    # The UPDATE finds nobody; the INSERT creates ann, committed on its own.
-    assert first_words(queries) == ["UPDATE", "INSERT"]
+    # MySQL and MariaDB: one INSERT ... ON DUPLICATE KEY UPDATE creates ann. Elsewhere the
+    # UPDATE finds nobody and the INSERT creates ann, each committed on its own.
+    expected = ["INSERT"] if connection.vendor == "mysql" else ["UPDATE", "INSERT"]
+    assert first_words(queries) == expected
     body = response.json()
     assert (body["attributes"], body["segments"], body["campaigns"]) == ({"plan": "pro"}, [], [])
     ann = User.objects.get(id="ann")
@@ -193,8 +195,10 @@ def test_a_put_of_a_known_user_replaces_their_attributes_in_one_update(keyed, ru
     with CaptureQueriesContext(connection) as queries:
         response = send(keyed, "PUT", url("ann"), {"attributes": {"plan": "free"}})
     assert response.status_code == 200
-    assert first_words(queries)[:2] == ["UPDATE", "SELECT"]
-    assert "INSERT" not in first_words(queries)
+    # One write (the same upsert on MySQL and MariaDB, finding ann), then the answer's read.
+    write = "INSERT" if connection.vendor == "mysql" else "UPDATE"
+    assert first_words(queries)[:2] == [write, "SELECT"]
+    assert first_words(queries).count(write) == 1
     ann = User.objects.get(id="ann")
     assert (ann.attributes, ann.version, ann.evaluation_pending) == ({"plan": "free"}, 2, True)
     assert ann.created_at == created.created_at
