@@ -161,7 +161,7 @@ SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS = env.int(
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # Events and users waiting for evaluation are drained by workers this many at a time, for at most
 # this long per task before the task hands the rest to the next one.
-SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=200)
+SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=500)
 SEGFLOW_DRAIN_SECONDS = env.float("SEGFLOW_DRAIN_SECONDS", default=2.0)
 # A process turns the writes it takes into at most one drain task per queue every this long.
 SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", default=0.002)
