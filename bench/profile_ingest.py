@@ -41,10 +41,10 @@ def main() -> None:
     )
     parser.add_argument(
         "--path",
-        choices=["user-events", "bare-event", "v1-track", "new-user", "patch-user"],
+        choices=["user-events", "bare-event", "v1-track", "new-user", "patch-user", "batch"],
         default="user-events",
         help="an event for a known user (with a message id, without one, or through /v1/), "
-        "PUT of a new user, PATCH of a known one",
+        "PUT of a new user, PATCH of a known one, POST /api/events of 500 events",
     )
     args = parser.parse_args()
     # One connection for the whole run, so that its statement count covers every request.
@@ -86,6 +86,14 @@ def run(args) -> None:
             method, path = "PATCH", f"/api/users/user-{n % USERS}"
             authorization = f"Bearer {key}"
             body = {"attributes": {"plan": "pro" if n % 2 else "free"}}
+        elif args.path == "batch":
+            path, authorization = "/api/events", f"Bearer {key}"
+            body = {
+                "events": [
+                    {"user_id": f"user-{(n * 500 + k) % USERS}", "name": "login"}
+                    for k in range(500)
+                ]
+            }
         elif args.path in ("user-events", "bare-event"):
             path, authorization = f"/api/users/user-{n % USERS}/events", f"Bearer {key}"
             body = {"name": "purchase", "attributes": {"amount": 5}, "message_id": uuid4()}

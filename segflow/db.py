@@ -40,6 +40,18 @@ def lock_users(user_ids: Iterable[str]) -> dict[str, User]:
     }
 
 
+def lock_user_ids(user_ids: Iterable[str]) -> set[str]:
+    """Lock the users with these ids as `lock_users` does; returns the ids of those that exist,
+    without reading the rest of their rows."""
+    from .models import User
+
+    ids = sorted(set(user_ids))
+    if not ids:
+        return set()
+    locked = User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return set(locked.values_list("pk", flat=True))
+
+
 def lock_user(user_id: str) -> User | None:
     """Lock one user (see `lock_users`); None if there is no such user."""
     return lock_users([user_id]).get(user_id)
