@@ -524,7 +524,20 @@ def _insert_ignore_sql(count: int) -> str:
 
 def _insert_params(rows: list[Event]) -> list:
     fields = _inserted_fields()
-    return [f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields]
+    # Rows of one batch share many values (its time, an empty context): each is prepared once.
+    last: list[tuple[Any, Any]] = [(_UNSET, None)] * len(fields)
+    params = []
+    for row in rows:
+        for n, f in enumerate(fields):
+            value = getattr(row, f.attname)
+            same = _EMPTY if type(value) is dict and not value else value
+            if same is not last[n][0]:
+                last[n] = (same, f.get_db_prep_save(value, connection))
+            params.append(last[n][1])
+    return params
+
+
+_UNSET, _EMPTY = object(), object()  # (nothing prepared yet; any empty JSON object)
 
 
 def _mark_saved(row: Event, pk: int) -> None:
