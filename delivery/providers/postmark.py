@@ -92,9 +92,10 @@ class PostmarkBackend(AnymailPostmarkBackend):
 
 
 class PostmarkProvider(EmailProvider):
-    # Failures need nothing of their own: anymail turns Postmark's 406 "inactive recipient" (and
-    # a 200 that names the recipient inactive) into AnymailRecipientsRefused, which the common
-    # rules treat as permanent and suppress; 5xx and 429 are retried, other 4xx are not.
+    # A single send's failures need nothing of their own: anymail turns Postmark's 406 "inactive
+    # recipient" (and a 200 that names the recipient inactive) into AnymailRecipientsRefused,
+    # which the common rules treat as permanent and suppress; 5xx and 429 are retried, other 4xx
+    # are not. A batch's per-message answers are classified alike in `classify`.
     name = "postmark"
     esp_name = "Postmark"
     backend = "delivery.providers.postmark.PostmarkBackend"
