@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -14,6 +15,8 @@ from segflow.users import NewEvent
 from .errors import InvalidInput
 
 MAX_ID_LENGTH = 255
+# ASCII's control characters: below space, and DEL.
+_CONTROL_CHARACTER = re.compile(r"[\x00-\x1f\x7f]")
 # MariaDB refuses JSON nested deeper than 32 levels; stay well inside it.
 MAX_ATTRIBUTE_DEPTH = 16
 
@@ -44,7 +47,7 @@ def identifier(value: Any, field: str) -> str:
         raise InvalidInput(field, "must not be empty")
     if len(value) > MAX_ID_LENGTH:
         raise InvalidInput(field, f"must be at most {MAX_ID_LENGTH} characters, got {len(value)}")
-    if any(ord(c) < 32 or ord(c) == 127 for c in value):
+    if _CONTROL_CHARACTER.search(value):
         raise InvalidInput(field, "must not contain control characters")
     return value
 
