@@ -402,8 +402,9 @@ def _record(results: list[_Outcome], unsent: list[OutboxEmail]) -> dict[int, str
                         result.row, {"status": OutboxEmail.Status.SENDING}, **result.fields
                     )
                 )
-            for result in results if not alike else ():
-                _record_one(result, statuses, change)
+            if not alike:
+                for result in results:
+                    _record_one(result, statuses, change)
             if unsent:
                 OutboxEmail.objects.filter(
                     pk__in=[row.pk for row in unsent], status=OutboxEmail.Status.SENDING
@@ -458,16 +459,12 @@ def _record_alike(results: list[_Outcome]) -> list[_Outcome]:
     values that differ per row (a message id) chosen by id. Returns the results recorded, or
     nothing, with nothing changed, when they are not alike or a row had left `sending` (the
     sweep took it): then each row is recorded on its own."""
-    first = results[0] if results else None
-    if (
-        first is None
-        or len(results) < 2
-        or any(
-            r.status != first.status or r.fields.keys() != first.fields.keys() or r.suppress
-            for r in results
-        )
+    if len(results) < 2 or any(
+        r.status != results[0].status or r.fields.keys() != results[0].fields.keys() or r.suppress
+        for r in results
     ):
         return []
+    first = results[0]
     columns = [OutboxEmail._meta.get_field(name) for name in first.fields]
     ids = [result.row.pk for result in results]
     assignments, params = [], []

@@ -18,6 +18,8 @@ from django.db.backends.utils import CursorWrapper
 from django.dispatch import receiver
 
 if TYPE_CHECKING:
+    from django.db.models import QuerySet
+
     from .models import User
 
 # A named parameter in segment SQL: %(now)s.
@@ -30,26 +32,20 @@ def lock_users(user_ids: Iterable[str]) -> dict[str, User]:
     Lock order everywhere: the users (in id order), then what belongs to them. Two transactions
     that lock overlapping users in their own orders would deadlock.
     """
-    from .models import User
-
-    ids = sorted(set(user_ids))
-    if not ids:
-        return {}
-    return {
-        user.pk: user for user in User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
-    }
+    return {user.pk: user for user in _locking(user_ids)}
 
 
 def lock_user_ids(user_ids: Iterable[str]) -> set[str]:
     """Lock the users with these ids as `lock_users` does; returns the ids of those that exist,
     without reading the rest of their rows."""
+    return set(_locking(user_ids).values_list("pk", flat=True))
+
+
+def _locking(user_ids: Iterable[str]) -> QuerySet[User]:
     from .models import User
 
     ids = sorted(set(user_ids))
-    if not ids:
-        return set()
-    locked = User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
-    return set(locked.values_list("pk", flat=True))
+    return User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
 
 
 def lock_user(user_id: str) -> User | None:

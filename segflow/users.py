@@ -54,18 +54,15 @@ def _upsert_user(user_id: str, attributes: dict[str, Any], now: datetime) -> boo
     """MySQL and MariaDB: create the user, or replace their attributes as `_write_attributes`
     does, in one statement. True if the user was created (the server counts an inserted row as
     1, an updated one as 2)."""
-    user = _new_user(user_id, attributes, now)
-    fields = User._meta.concrete_fields
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    values = [f.get_db_prep_save(f.pre_save(user, True), connection) for f in fields]
+    insert, params = _user_insert(_new_user(user_id, attributes, now))
     stored = User._meta.get_field("attributes").get_db_prep_save(attributes, connection)
+    quote = connection.ops.quote_name
     with connection.cursor() as cursor:
         cursor.execute(
-            f"INSERT INTO {quote(User._meta.db_table)} ({columns}) VALUES ({placeholders(fields)}) "
-            f"ON DUPLICATE KEY UPDATE {quote('attributes')} = %s, {quote('updated_at')} = %s, "
-            f"{quote('version')} = {quote('version')} + 1, {quote('evaluation_pending')} = 1",
-            [*values, stored, connection.ops.adapt_datetimefield_value(now)],
+            f"{insert} ON DUPLICATE KEY UPDATE {quote('attributes')} = %s, "
+            f"{quote('updated_at')} = %s, {quote('version')} = {quote('version')} + 1, "
+            f"{quote('evaluation_pending')} = 1",
+            [*params, stored, connection.ops.adapt_datetimefield_value(now)],
         )
         return cursor.rowcount == 1
 
@@ -287,17 +284,22 @@ def _store_event_alone(new: NewEvent, now: datetime) -> Recorded | None:
 
 def _lock_or_create_user_sql(user_id: str, now: datetime) -> tuple[str, list]:
     """One statement that creates the user with no attributes, or locks the row if they exist."""
-    user = User(id=user_id, attributes={}, created_at=now, updated_at=now)
-    fields = User._meta.concrete_fields
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    sql = f"INSERT INTO {quote(User._meta.db_table)} ({columns}) VALUES ({placeholders(fields)})"
-    pk = quote(User._meta.pk.column)
+    sql, params = _user_insert(_new_user(user_id, {}, now))
+    pk = connection.ops.quote_name(User._meta.pk.column)
     if connection.vendor == "sqlite":
         sql += f" ON CONFLICT ({pk}) DO NOTHING"  # the write lock is the transaction's already
     else:
         # On a duplicate key the row is locked, as for an update, and left as it is.
         sql += f" ON DUPLICATE KEY UPDATE {pk} = {pk}"
+    return sql, params
+
+
+def _user_insert(user: User) -> tuple[str, list]:
+    """The INSERT of an unsaved user's row, and its parameters."""
+    fields = User._meta.concrete_fields
+    quote = connection.ops.quote_name
+    columns = ", ".join(quote(f.column) for f in fields)
+    sql = f"INSERT INTO {quote(User._meta.db_table)} ({columns}) VALUES ({placeholders(fields)})"
     return sql, [f.get_db_prep_save(f.pre_save(user, True), connection) for f in fields]
 
 
@@ -448,19 +450,12 @@ def _insert_returning_ids(rows: list[Event]) -> None:
     """Insert the rows, a few hundred a statement, and set their ids from the database's
     RETURNING (MariaDB, SQLite), in the order of the rows as Django's bulk_create relies on.
     Written out: for 500 events the ORM spent more building the statement than running it."""
-    fields = _inserted_fields()
-    quote = connection.ops.quote_name
-    columns = ", ".join(quote(f.column) for f in fields)
-    size = max(1, connection.ops.bulk_batch_size(fields, rows))
+    size = max(1, connection.ops.bulk_batch_size(_inserted_fields(), rows))
+    returning = f" RETURNING {connection.ops.quote_name(Event._meta.pk.column)}"
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            values = ", ".join([f"({placeholders(len(fields))})"] * len(chunk))
-            cursor.execute(
-                f"INSERT INTO {quote(Event._meta.db_table)} ({columns}) VALUES {values} "
-                f"RETURNING {quote(Event._meta.pk.column)}",
-                _insert_params(chunk),
-            )
+            cursor.execute(_insert_sql(len(chunk)) + returning, _insert_params(chunk))
             ids = [pk for (pk,) in cursor.fetchall()]
             if len(ids) != len(chunk):
                 raise IntegrityError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
@@ -502,24 +497,19 @@ def _inserted_fields():
     return [Event._meta.get_field(name) for name in _INSERTED_FIELDS]
 
 
-def _insert_sql() -> str:
-    """INSERT of one event row (see `_insert_params`)."""
-    fields = _inserted_fields()
-    quote = connection.ops.quote_name
-    return (
-        f"INSERT INTO {quote(Event._meta.db_table)} "
-        f"({', '.join(quote(f.column) for f in fields)}) VALUES ({placeholders(len(fields))})"
-    )
-
-
-def _insert_ignore_sql(count: int) -> str:
+def _insert_sql(count: int = 1, verb: str = "INSERT") -> str:
+    """INSERT of `count` event rows (see `_insert_params`); `verb` may be insert_ignore()."""
     fields = _inserted_fields()
     quote = connection.ops.quote_name
     values = ", ".join([f"({placeholders(len(fields))})"] * count)
     return (
-        f"{insert_ignore()} INTO {quote(Event._meta.db_table)} "
+        f"{verb} INTO {quote(Event._meta.db_table)} "
         f"({', '.join(quote(f.column) for f in fields)}) VALUES {values}"
     )
+
+
+def _insert_ignore_sql(count: int) -> str:
+    return _insert_sql(count, insert_ignore())
 
 
 def _insert_params(rows: list[Event]) -> list:

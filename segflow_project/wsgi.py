@@ -6,8 +6,8 @@ os.environ.setdefault("DJANGO_SETTINGS_MODULE", "segflow_project.settings")
 
 django_application = get_wsgi_application()
 
-# One event a request, the call apps make most, skips Django's request machinery when it can
-# (segflow/api/lean.py); everything else is Django's.
+# The calls apps make most (one event, a user's PUT or PATCH) skip Django's request machinery
+# when they can (segflow/api/lean.py); everything else is Django's.
 from segflow.api.lean import LeanIngest  # noqa: E402 - needs the apps loaded above
 
 application = LeanIngest(django_application)

@@ -54,35 +54,23 @@ class _Declined(Exception):
 
 
 def _record_event(user_id: str, data: Any) -> Answer:
-    recorded = user_service.store_event(_checked(lambda: _event(user_id, data)))
+    recorded = user_service.store_event(_checked(lambda: validation.posted_event(data, user_id)))
     return (200 if recorded.duplicate else 201), recorded_detail(recorded)
 
 
-def _event(user_id: str, data: Any) -> user_service.NewEvent:
-    validation.identifier(user_id, "id")
-    body = validation.body_object(data, validation.EVENT_FIELDS, {"name"})
-    return validation.event(body, user_id)
-
-
 def _put_user(user_id: str, data: Any) -> Answer:
-    attributes = _checked(lambda: _user_attributes(user_id, data))
+    attributes = _checked(lambda: validation.user_write(data, user_id))
     user, created = user_service.put_user(user_id, attributes)
     return (201 if created else 200), user_detail(user, just_created=created)
 
 
 def _patch_user(user_id: str, data: Any) -> Answer:
-    patch = _checked(lambda: _user_attributes(user_id, data))
+    patch = _checked(lambda: validation.user_write(data, user_id))
     try:
         user = user_service.patch_user(user_id, patch)
     except user_service.UserNotFound:
         raise _Declined from None
     return 200, user_detail(user)
-
-
-def _user_attributes(user_id: str, data: Any) -> dict:
-    validation.identifier(user_id, "id")
-    body = validation.body_object(data, {"attributes"}, {"attributes"})
-    return validation.user_attributes(body["attributes"])
 
 
 def _checked(check: Callable[[], Any]) -> Any:
@@ -189,7 +177,9 @@ class LeanIngest:
             return None
 
     def _error(self, exc: Exception, environ: dict) -> tuple[int, bytes, list]:
-        request = SimpleNamespace(method="POST", path=environ.get("PATH_INFO", ""))
+        request = SimpleNamespace(
+            method=environ.get("REQUEST_METHOD", ""), path=environ.get("PATH_INFO", "")
+        )
         what = outage_of(exc)
         if what is not None:
             body, headers = unavailable(what, exc, request)

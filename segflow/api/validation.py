@@ -158,6 +158,18 @@ def event(item: dict, user_id: str, field: str = "") -> NewEvent:
     )
 
 
+def posted_event(data: Any, user_id: str) -> NewEvent:
+    """The body of POST /api/users/{id}/events, for the user of the path, as an event."""
+    identifier(user_id, "id")
+    return event(body_object(data, EVENT_FIELDS, {"name"}), user_id)
+
+
+def user_write(data: Any, user_id: str) -> dict:
+    """The attributes of a PUT or PATCH of /api/users/{id}, for the user of the path."""
+    identifier(user_id, "id")
+    return user_attributes(body_object(data, {"attributes"}, {"attributes"})["attributes"])
+
+
 def path_safe_user_id(value: Any, field: str) -> str:
     """A user id from a body: one that can be read, changed and deleted by its path later."""
     user_id = identifier(value, field)

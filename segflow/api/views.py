@@ -31,9 +31,7 @@ class UserView(APIView):
         return Response(user_detail(user))
 
     def put(self, request, user_id: str):
-        validation.identifier(user_id, "id")
-        body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        attributes = validation.user_attributes(body["attributes"])
+        attributes = validation.user_write(request.data, user_id)
         user, created = user_service.put_user(user_id, attributes)
         return Response(
             user_detail(user, just_created=created),
@@ -41,9 +39,7 @@ class UserView(APIView):
         )
 
     def patch(self, request, user_id: str):
-        validation.identifier(user_id, "id")
-        body = validation.body_object(request.data, {"attributes"}, {"attributes"})
-        patch = validation.user_attributes(body["attributes"])
+        patch = validation.user_write(request.data, user_id)
         try:
             user = user_service.patch_user(user_id, patch)
         except user_service.UserNotFound:
@@ -86,9 +82,7 @@ class UserEventsView(APIView):
         return paginator.get_paginated_response([event_detail(e) for e in page])
 
     def post(self, request, user_id: str):
-        validation.identifier(user_id, "id")
-        body = validation.body_object(request.data, validation.EVENT_FIELDS, {"name"})
-        recorded = user_service.store_event(validation.event(body, user_id))
+        recorded = user_service.store_event(validation.posted_event(request.data, user_id))
         return Response(
             recorded_detail(recorded),
             status=status.HTTP_200_OK if recorded.duplicate else status.HTTP_201_CREATED,
