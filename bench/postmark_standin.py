@@ -3,7 +3,8 @@
 
 It takes `POST /email` (one message) and `POST /email/batch` (a list of up to 500) as Postmark
 does, answers each at once with a message id, and counts the messages it accepted, per
-recipient and subject too. Point anymail at it with `POSTMARK_API_URL` (its `url`).
+recipient and subject too. Point anymail at it with `POSTMARK_API_URL` (its `url`). Set `delay`
+(seconds) to make it answer slowly; `arrived` counts the calls that came in, answered or not.
 
     from postmark_standin import PostmarkStandIn
     with PostmarkStandIn() as standin:      # or .start() ... .stop()
@@ -39,6 +40,8 @@ class PostmarkStandIn:
         self.host, self.port = host, port
         self.count = 0
         self.requests = 0
+        self.arrived = 0
+        self.delay = 0.0
         self.received: Counter[tuple[str, str]] = Counter()
         self._lock = threading.Lock()
         self._server: ThreadingHTTPServer | None = None
@@ -54,6 +57,9 @@ class PostmarkStandIn:
         class Handler(_Handler):
             def accept(self, messages: list[dict]) -> None:
                 standin._accept(messages)
+
+            def arrive(self) -> None:
+                standin._arrive()
 
         self._server = _Server((self.host, self.port), Handler)
         self._server.daemon_threads = True
@@ -75,6 +81,12 @@ class PostmarkStandIn:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+    def _arrive(self) -> None:
+        with self._lock:
+            self.arrived += 1
+        if self.delay:
+            time.sleep(self.delay)
 
     def _accept(self, messages: list[dict]) -> None:
         with self._lock:
@@ -102,8 +114,12 @@ class _Handler(BaseHTTPRequestHandler):
     def accept(self, messages: list[dict]) -> None:
         raise NotImplementedError
 
+    def arrive(self) -> None:
+        raise NotImplementedError
+
     def do_POST(self) -> None:  # noqa: N802 - the name http.server calls
         raw = self.rfile.read(int(self.headers.get("Content-Length") or 0))
+        self.arrive()
         try:
             body = json.loads(raw)
         except ValueError:

@@ -294,7 +294,10 @@ class Deployment:
         )
 
     def kill(self, name: str) -> None:
-        os.killpg(self.processes[name].pid, signal.SIGKILL)
+        try:
+            os.killpg(self.processes[name].pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass  # it exited, with all of its children
         self.processes.pop(name).wait(timeout=10)
 
     def start_beat(self, name: str = "beat") -> None:
@@ -430,6 +433,8 @@ class Deployment:
             "swept_at FROM outbox WHERE status <> 'sent' AND user_id LIKE %s LIMIT 10",
         }
         lines = [f"{name}: {self.query(sql, like)}" for name, sql in questions.items()]
+        exited = {name: p.returncode for name, p in self.processes.items() if p.poll() is not None}
+        lines.append(f"exited processes (exit code): {exited or 'none'}")
         for log in sorted(self.tmp.glob("*.log")):
             text = log.read_text(errors="replace")
             if "ERROR" in text or "Traceback" in text or "WARNING" in text:

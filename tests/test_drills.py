@@ -2,7 +2,8 @@
 of the test's own, with a campaign and events in flight while something fails:
 
 - a worker is killed (SIGKILL of its process group) and another one started;
-- Redis is stopped and started again (empty: what was queued in it is lost);
+- Redis is stopped and started again (empty: what was queued in it is lost), under traffic, and
+  again while a worker waits on Postmark in the middle of a task;
 - MariaDB is stopped and started again;
 - beat is killed, and started again a while later.
 
@@ -33,8 +34,10 @@ from pathlib import Path
 import pytest
 from django.conf import settings
 
+from bench.postmark_standin import PostmarkStandIn
+
 from .deployment import Deployment, PrivateMariaDB, PrivateRedis, wait_until
-from .test_workers import CONFIG, SUBJECTS
+from .test_workers import CONFIG, POSTMARK_CONFIG, SUBJECTS
 
 pytestmark = [pytest.mark.mysql_only, pytest.mark.redis]
 
@@ -406,6 +409,54 @@ def test_redis_stopped_and_started(drill, servers):
     traffic.assert_no_refused_write_was_stored()
     traffic.assert_every_email_once()
     assert "not handed to the broker" in log_of(drill, "web")
+
+
+def test_a_worker_outlives_redis_restarts_in_the_middle_of_a_task(servers, tmp_path):
+    """Redis restarts while the worker waits on Postmark in the middle of a task: the worker
+    connects again and goes back to work, every time, and no email is sent twice. (Celery 5.7.0's
+    worker closes the lost connection a second time and exits with "Unrecoverable error" when a
+    task is in flight; pyproject.toml keeps Celery below 5.7 for that.)"""
+    mariadb, redis = servers
+    with PostmarkStandIn() as postmark:
+        postmark.delay = 2.0
+        env = {
+            **DRILL_ENV,
+            "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
+            "POSTMARK_API_URL": postmark.url,
+            "POSTMARK_SERVER_TOKEN": "drill-token",
+        }
+        deployment = Deployment(
+            tmp_path, POSTMARK_CONFIG, env=env, mysql_server=mariadb.server, redis_url=redis.url
+        )
+        # One worker: the task in flight is always its own.
+        deployment.up(workers=1)
+        try:
+            traffic = Traffic(deployment, "restarts")
+            users = [f"restarts-{n}" for n in range(4)]
+            for user in users:
+                arrived = postmark.arrived
+                attributes = {"email": f"{user}@example.com", "batch": "restarts"}
+                traffic.until_stored(
+                    user, "put", "PUT", f"/api/users/{user}", {"attributes": attributes}
+                )
+                try:
+                    wait_until(lambda a=arrived: postmark.arrived > a, 60, f"{user}'s first email")
+                except AssertionError as failure:
+                    raise AssertionError(f"{failure}\n{deployment.report('restarts')}") from None
+                redis.stop()
+                time.sleep(0.5)
+                redis.start()
+            expected = {(f"{u}@example.com", s): 1 for u in users for s in ("First", "Second")}
+            try:
+                wait_until(lambda: postmark.received == expected, 90, "both emails to each user")
+            except AssertionError as failure:
+                raise AssertionError(
+                    f"{failure}: {postmark.received}\n{deployment.report('restarts')}"
+                ) from None
+            assert "Unrecoverable error" not in log_of(deployment, "w1"), log_of(deployment, "w1")
+            assert deployment.processes["w1"].poll() is None, "the worker exited"
+        finally:
+            deployment.down()
 
 
 def test_mariadb_stopped_and_started(drill, servers):
