@@ -214,11 +214,21 @@ def redis_broker(settings):
     queue = redis.Redis.from_url(f"{server}/12")
     queue.flushdb()
     settings.SEGFLOW_TASKS_INLINE = False
-    broker = app.conf.broker_url
-    app.conf.broker_url = f"{server}/12"
+    # The app reads Django's settings under their CELERY_ names: `conf.broker_url` is read-only.
+    broker = app.conf["CELERY_BROKER_URL"]
+    app.conf["CELERY_BROKER_URL"] = f"{server}/12"
+    _forget_broker_connections(app)
     yield queue
-    app.conf.broker_url = broker
+    app.conf["CELERY_BROKER_URL"] = broker
+    _forget_broker_connections(app)
     queue.flushdb()
+
+
+def _forget_broker_connections(app) -> None:
+    # Celery keeps the connection and producer pools of the broker it first used; drop them, as
+    # Celery itself does in a forked process.
+    app._pool = None
+    app.amqp._producer_pool = None
 
 
 SIMPLE = """
