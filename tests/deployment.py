@@ -50,7 +50,8 @@ def mysql_connection(database: str | None = None, server: str = MYSQL_SERVER):
     )
 
 
-def wait_until(check, timeout: float, what: str) -> None:
+def wait_until(check, timeout: float, what: str, explain=None) -> None:
+    """Wait until check() is true; after `timeout` seconds fail, with what `explain()` says."""
     deadline = time.monotonic() + timeout
     while True:
         try:
@@ -58,7 +59,9 @@ def wait_until(check, timeout: float, what: str) -> None:
                 return
         except Exception:
             pass
-        assert time.monotonic() < deadline, f"{what} did not happen within {timeout} s"
+        if time.monotonic() >= deadline:
+            detail = f"\n{explain()}" if explain else ""
+            raise AssertionError(f"{what} did not happen within {timeout} s{detail}")
         time.sleep(0.2)
 
 

@@ -433,26 +433,29 @@ def test_a_worker_outlives_redis_restarts_in_the_middle_of_a_task(servers, tmp_p
         try:
             traffic = Traffic(deployment, "restarts")
             users = [f"restarts-{n}" for n in range(4)]
+
+            def report() -> str:
+                return deployment.report("restarts")
+
             for user in users:
                 arrived = postmark.arrived
                 attributes = {"email": f"{user}@example.com", "batch": "restarts"}
                 traffic.until_stored(
                     user, "put", "PUT", f"/api/users/{user}", {"attributes": attributes}
                 )
-                try:
-                    wait_until(lambda a=arrived: postmark.arrived > a, 60, f"{user}'s first email")
-                except AssertionError as failure:
-                    raise AssertionError(f"{failure}\n{deployment.report('restarts')}") from None
+                wait_until(
+                    lambda a=arrived: postmark.arrived > a, 60, f"{user}'s first email", report
+                )
                 redis.stop()
                 time.sleep(0.5)
                 redis.start()
             expected = {(f"{u}@example.com", s): 1 for u in users for s in ("First", "Second")}
-            try:
-                wait_until(lambda: postmark.received == expected, 90, "both emails to each user")
-            except AssertionError as failure:
-                raise AssertionError(
-                    f"{failure}: {postmark.received}\n{deployment.report('restarts')}"
-                ) from None
+            wait_until(
+                lambda: postmark.received == expected,
+                90,
+                "both emails to each user",
+                lambda: f"received: {postmark.received}\n{report()}",
+            )
             assert "Unrecoverable error" not in log_of(deployment, "w1"), log_of(deployment, "w1")
             assert deployment.processes["w1"].poll() is None, "the worker exited"
         finally:
