@@ -198,10 +198,50 @@ def test_a_revoked_key_stops_at_once_in_this_process(key, spy):
 
 def test_other_endpoints_and_methods_are_djangos(key, spy):
     lean = LeanIngest(spy)
-    send(lean, "/api/events", {"events": [{"user_id": "a", "name": "x"}]}, key)
+    send(lean, "/v1/batch", {"batch": [{"type": "track", "userId": "a", "event": "x"}]}, key)
     send(lean, "/api/users/ann", b"", key, REQUEST_METHOD="DELETE")
     send(lean, "/api/users/ann/events", b"", key, REQUEST_METHOD="GET")
-    assert spy.calls == 3
+    send(lean, "/api/events", b"", key, REQUEST_METHOD="GET")
+    assert spy.calls == 4
+
+
+def test_a_batch_is_answered_by_the_lean_path_as_django_answers_it(key, spy):
+    lean = LeanIngest(spy)
+    when = "2026-03-01T09:30:00Z"
+    batch = lambda who: {  # noqa: E731
+        "events": [
+            {"user_id": who, "name": "signup", "message_id": f"{who}-1", "timestamp": when},
+            {"user_id": f"{who}-2", "name": "buy", "attributes": {"n": 5}, "timestamp": when},
+            {"user_id": who, "name": "signup", "message_id": f"{who}-1"},  # a repeat
+        ]
+    }
+    by_lean = send(lean, "/api/events", batch("ann"), key)
+    again_by_lean = send(lean, "/api/events", {"events": batch("ann")["events"][:1]}, key)
+    assert spy.calls == 0
+    by_django = send(spy, "/api/events", batch("bob"), key)
+    again_by_django = send(spy, "/api/events", {"events": batch("bob")["events"][:1]}, key)
+
+    assert by_lean[0] == by_django[0] == "201 Created"
+    assert again_by_lean[0] == again_by_django[0] == "200 OK"  # nothing new stored
+    for lean_answer, django_answer in ((by_lean, by_django), (again_by_lean, again_by_django)):
+        # (ids and arrival times differ in length from one stored event to the next)
+        lean_headers, django_headers = dict(lean_answer[1]), dict(django_answer[1])
+        assert lean_headers.pop("Content-Length") == str(len(lean_answer[2]))
+        assert django_headers.pop("Content-Length") == str(len(django_answer[2]))
+        assert lean_headers == django_headers
+        lean_events = [
+            without_identity(json.dumps(e)) for e in json.loads(lean_answer[2])["events"]
+        ]
+        django_events = [
+            without_identity(json.dumps(e)) for e in json.loads(django_answer[2])["events"]
+        ]
+        assert lean_events == django_events
+    assert [e["duplicate"] for e in json.loads(by_lean[2])["events"]] == [False, False, True]
+    assert Event.objects.filter(user_id__in=["ann", "ann-2"]).count() == 2
+    # Bad input in a batch is Django's to answer, and nothing of the batch is stored.
+    status, _, content = send(lean, "/api/events", {"events": [{"user_id": "cy"}]}, key)
+    assert status.startswith("400") and b"events[0].name" in content
+    assert spy.calls == 3 and not Event.objects.filter(user_id="cy").exists()
 
 
 def without_times(body: bytes) -> dict:

@@ -1,7 +1,8 @@
 """The calls app backends make most, answered without Django's request machinery.
 
-`POST /api/users/{id}/events` (one event, `client.emit`) and `PUT`/`PATCH /api/users/{id}`
-(`client.create_user`, `update_user`) are most of an app's traffic, and on a small machine
+`POST /api/users/{id}/events` (one event, `client.emit`), `POST /api/events` (a batch,
+`client.emit_many`) and `PUT`/`PATCH /api/users/{id}` (`client.create_user`, `update_user`) are
+most of an app's traffic, and on a small machine
 Django's handler, its middleware and DRF's view cost more CPU than storing the event
 (bench/README.md). `LeanIngest` wraps the WSGI application: a well-formed call with a valid
 `ingest` key is answered here, by the same parts the views use (the key cache, the JSON parser,
@@ -31,10 +32,11 @@ from . import validation
 from .errors import outage_of, unavailable, unexpected
 from .parsers import strict_json
 from .renderers import FastJSONRenderer
-from .selectors import recorded_detail, user_detail
+from .selectors import events_answer, recorded_detail, user_detail
 
 _USER = re.compile(r"/api/users/([^/]+)")
 _USER_EVENTS = re.compile(r"/api/users/([^/]+)/events")
+_EVENTS = re.compile(r"/api/events()")  # (an empty group: no user in this path)
 _JSON = frozenset({"application/json", "application/json; charset=utf-8"})
 _ANY_JSON_ACCEPT = frozenset({"", "*/*", "application/json"})
 _REASONS = {
@@ -56,6 +58,12 @@ class _Declined(Exception):
 def _record_event(user_id: str, data: Any) -> Answer:
     recorded = user_service.store_event(_checked(lambda: validation.posted_event(data, user_id)))
     return (200 if recorded.duplicate else 201), recorded_detail(recorded)
+
+
+def _record_events(_: str, data: Any) -> Answer:
+    limit = settings.SEGFLOW_MAX_EVENTS_PER_REQUEST
+    events = _checked(lambda: validation.event_batch(data, limit))
+    return events_answer(user_service.store_events(events))
 
 
 def _put_user(user_id: str, data: Any) -> Answer:
@@ -84,6 +92,7 @@ def _checked(check: Callable[[], Any]) -> Any:
 # (method, path, what answers it, the methods the view allows: its Allow header)
 _ROUTES = (
     ("POST", _USER_EVENTS, _record_event, "GET, POST, HEAD, OPTIONS"),
+    ("POST", _EVENTS, _record_events, "POST, OPTIONS"),
     ("PUT", _USER, _put_user, "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"),
     ("PATCH", _USER, _patch_user, "GET, PUT, PATCH, DELETE, HEAD, OPTIONS"),
 )

@@ -83,3 +83,10 @@ def recorded_detail(recorded: Recorded) -> dict[str, Any]:
     """A POSTed event as stored; `duplicate`: its message id was stored before, and this is the
     event stored then (nothing was stored or done again)."""
     return {**event_detail(recorded.event), "duplicate": recorded.duplicate}
+
+
+def events_answer(recorded: list[Recorded]) -> tuple[int, dict[str, Any]]:
+    """The status and body of POST /api/events: 201 when any event was stored, 200 when every
+    one was a duplicate."""
+    stored_any = any(not r.duplicate for r in recorded)
+    return (201 if stored_any else 200), {"events": [recorded_detail(r) for r in recorded]}

@@ -17,7 +17,14 @@ from segflow.dispatch import broker_problem
 
 from . import openapi, validation
 from .errors import InvalidInput, error_response
-from .selectors import event_detail, events_of, find_user, recorded_detail, user_detail
+from .selectors import (
+    event_detail,
+    events_answer,
+    events_of,
+    find_user,
+    recorded_detail,
+    user_detail,
+)
 
 
 @openapi.user_view
@@ -95,12 +102,8 @@ class EventsView(APIView):
 
     def post(self, request):
         events = validation.event_batch(request.data, settings.SEGFLOW_MAX_EVENTS_PER_REQUEST)
-        recorded = user_service.store_events(events)
-        stored_any = any(not r.duplicate for r in recorded)
-        return Response(
-            {"events": [recorded_detail(r) for r in recorded]},
-            status=status.HTTP_201_CREATED if stored_any else status.HTTP_200_OK,
-        )
+        answer_status, body = events_answer(user_service.store_events(events))
+        return Response(body, status=answer_status)
 
 
 ENDPOINTS = {
