@@ -316,13 +316,22 @@ def main() -> None:
         help="beat in the worker, as a child process (-B) or a thread (--beat-thread), "
         "or a process of its own",
     )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the production processes (SEGFLOW_DRAIN_BATCH_SIZE=1000, ...)",
+    )
     args = parser.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.env)
     for segments in args.segments:
         with PostmarkStandIn() as standin:
             env = {
                 "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
                 "POSTMARK_API_URL": standin.url,
                 "POSTMARK_SERVER_TOKEN": "bench-token",
+                **settings,
             }
             deployment = Deployment(
                 scratch_dir(),

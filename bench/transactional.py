@@ -31,12 +31,20 @@ def main() -> None:
     parser.add_argument("--events", type=int, default=500)
     parser.add_argument("--concurrency", type=int, default=2)
     parser.add_argument("--pool", default="prefork")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the production processes (SEGFLOW_DOORBELL_PAUSE_SECONDS=0.05, ...)",
+    )
     args = parser.parse_args()
     standin = PostmarkStandIn().start()
     env = {
         "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
         "POSTMARK_API_URL": standin.url,
         "POSTMARK_SERVER_TOKEN": "bench-token",
+        **dict(pair.split("=", 1) for pair in args.env),
     }
     deployment = Deployment(
         scratch_dir(),
