@@ -163,8 +163,9 @@ SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # this long per task before the task hands the rest to the next one.
 SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=500)
 SEGFLOW_DRAIN_SECONDS = env.float("SEGFLOW_DRAIN_SECONDS", default=2.0)
-# A process turns the writes it takes into at most one drain task per queue every this long.
-SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", default=0.002)
+# A process turns the writes it takes into at most one drain task per queue every this long:
+# longer gives drains more events each (less work per event), shorter answers sooner.
+SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", default=0.02)
 # Rings are published by a thread of their own, off the request's path (tests publish in line).
 SEGFLOW_DOORBELL_THREAD = env.bool("SEGFLOW_DOORBELL_THREAD", default=True)
 # A drain task waiting on the broker stops others being queued for this long at most.
