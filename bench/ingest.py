@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """Ingest through the HTTP API, counting finished work: events processed, users evaluated and
-their welcome email accepted by the provider. Production processes (gunicorn, a Celery worker,
+their welcome email accepted by the provider. Production processes (granian, a Celery worker,
 beat) over Redis, on MariaDB, emails through anymail's Postmark backend to a local stand-in.
 
     .venv/bin/python bench/ingest.py [--seconds 10] [--segments 3 30] [--users 2000]
@@ -363,7 +363,7 @@ def main() -> None:
                     )
                 wait_until(lambda: subject_count(standin, "Welcome"), args.users)
                 print(
-                    f"{segments} segments, {args.users} users (process layout: gunicorn "
+                    f"{segments} segments, {args.users} users (process layout: granian "
                     f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
                     f"x {args.concurrency} ({args.pool}), beat "
                     f"{BEAT_LAYOUT[args.beat]}):",

@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """What one event (or user write, `--path`) costs the web process: `POST /api/users/{id}/events`
 through Django's WSGI application in one process and one thread, on MariaDB, without Celery or
-gunicorn in between.
+granian in between.
 
     .venv/bin/python bench/profile_ingest.py [--requests 2000] [--repeat 3] [--cprofile]
 

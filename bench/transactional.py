@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Transactional latency: from the API call until the provider has accepted the email (anymail's
 Postmark backend, to the local stand-in of bench/postmark_standin.py), p50 and p99, with the
-production processes of bench/ingest.py (gunicorn, a Celery worker, beat) over Redis, on MariaDB.
+production processes of bench/ingest.py (granian, a Celery worker, beat) over Redis, on MariaDB.
 
     .venv/bin/python bench/transactional.py [--events 500]
 """

@@ -1,4 +1,4 @@
-"""Production processes started as an operator would: gunicorn, Celery workers and beat over
+"""Production processes started as an operator would: granian, Celery workers and beat over
 Redis, on a MySQL/MariaDB database of their own. Used by tests/test_workers.py, tests/test_drills.py
 and bench/. The drills, which stop and start the database and the broker, run a MariaDB and a
 Redis of their own (`PrivateMariaDB`, `PrivateRedis`) on free ports."""
@@ -341,14 +341,20 @@ class Deployment:
             "web",
             sys.executable,
             "-m",
-            "gunicorn",
-            "segflow_project.wsgi",
-            "--bind",
-            f"127.0.0.1:{self.port}",
+            "granian",
+            "--interface",
+            "wsgi",
+            "--host",
+            "127.0.0.1",
+            "--port",
+            str(self.port),
             "--workers",
             str(web_workers),
-            "--threads",
+            "--blocking-threads",
             str(web_threads),
+            "--no-ws",
+            "--respawn-failed-workers",
+            "segflow_project.wsgi:application",
         )
         for n in range(1, workers + 1):
             self.start_worker(f"w{n}")

@@ -1,8 +1,8 @@
 """The lean path for one event a request (segflow/api/lean.py) answers exactly as Django would,
 and leaves everything else to Django.
 
-Each request goes through the WSGI application gunicorn serves, with Django's application behind
-it wrapped in a spy, so a test can tell which of the two answered; the same request sent to
+Each request goes through the WSGI application the web server serves, with Django's application
+behind it wrapped in a spy, so a test can tell which of the two answered; the same request sent to
 Django's application alone gives the answer to compare with.
 """
 
@@ -35,7 +35,7 @@ class Spy:
 
 
 def send(application, path: str, body, key: str | None, **extra) -> tuple[str, dict, bytes]:
-    """A POST as gunicorn hands it over; returns the status line, the headers and the body."""
+    """A POST as the WSGI server hands it over; returns the status line, headers and body."""
     data = body if isinstance(body, bytes) else json.dumps(body).encode()
     environ = {
         "REQUEST_METHOD": "POST",

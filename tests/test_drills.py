@@ -1,4 +1,4 @@
-"""Fault drills: production processes (gunicorn, two Celery workers, beat) on a MariaDB and a Redis
+"""Fault drills: production processes (granian, two Celery workers, beat) on a MariaDB and a Redis
 of the test's own, with a campaign and events in flight while something fails:
 
 - a worker is killed (SIGKILL of its process group) and another one started;

@@ -1,4 +1,4 @@
-"""Production mode for real: gunicorn, two Celery workers and one beat over Redis, on MariaDB.
+"""Production mode for real: granian, two Celery workers and one beat over Redis, on MariaDB.
 
 2,000 users enter a two-email campaign and each makes a purchase; every user must get exactly one
 email per step and per event. Then again, with a worker killed by SIGKILL halfway through, sending

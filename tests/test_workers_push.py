@@ -1,4 +1,4 @@
-"""Pushing from CI to a running production deployment, for real: gunicorn, two Celery workers and
+"""Pushing from CI to a running production deployment, for real: granian, two Celery workers and
 beat on MariaDB and Redis, started with no config file at all.
 
 The config reaches them only through the database: a remote push (the stdlib client's command,

@@ -1,4 +1,4 @@
-"""A wait for an event with real processes: gunicorn, two Celery workers and beat, on MariaDB.
+"""A wait for an event with real processes: granian, two Celery workers and beat, on MariaDB.
 
 Users wait for a purchase; each purchase is processed by whichever worker takes its task, and
 the woken cursor is claimed by beat's tick and run by whichever worker takes that task. Every user

@@ -46,7 +46,7 @@ MIDDLEWARE = [
     # First, so that under /api/ whatever fails below it is answered in JSON.
     "segflow.api.middleware.ApiErrorsMiddleware",
     "django.middleware.security.SecurityMiddleware",
-    # Serves the admin's static files from any WSGI server, gunicorn included.
+    # Serves the admin's static files from any WSGI server, granian included.
     "whitenoise.middleware.WhiteNoiseMiddleware",
     # The admin's: sessions, CSRF, the staff user, messages. They skip /api/ and /v1/, whose
     # calls carry an API key and need none of them.

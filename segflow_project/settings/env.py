@@ -15,7 +15,7 @@ class MissingSetting(ImproperlyConfigured):
     """A setting a deployment must give is not set.
 
     From the shell (`manage.py check`, `manage.py segflow_push`) it is said in one line, without
-    a traceback: the message is the whole story. Whatever imports the settings itself (gunicorn,
+    a traceback: the message is the whole story. Whatever imports the settings itself (granian,
     Celery, tests) still gets an ImproperlyConfigured and stops as it does for one.
     """
 
