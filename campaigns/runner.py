@@ -24,7 +24,7 @@ from delivery.models import OutboxEmail
 from delivery.outbox import EmailOrigin, OutboxWriter
 from segflow.attributes import AttributeView
 from segflow.config import CampaignDef, Config, ConfigError, user_zone
-from segflow.db import lock_users
+from segflow.db import insert_rows, lock_users
 from segflow.models import Event, User
 from segflow.users import mark_attributes_changed
 from segflow.versions import config_of
@@ -387,7 +387,7 @@ def _advance_locked(
                 waiting.append((cursor, run))
         emails.flush()
         runs = waiting
-    CursorStep.objects.bulk_create(steps)
+    insert_rows(steps)
     tallies.note_steps(steps)
     _save_cursors([cursor for cursor, _ in runnable])
     emails.deliver_after_commit()

@@ -19,6 +19,7 @@ from django.db.models import Q
 from django.utils import timezone
 
 from segflow.config import Config, EmailContentDef
+from segflow.db import insert_rows
 from segflow.dispatch import enqueue
 from segflow.models import Event, User
 from templates.rendering import RenderError, render_email
@@ -138,7 +139,7 @@ class OutboxWriter:
         rows, self.pending = self.pending, []
         if not rows:
             return
-        OutboxEmail.objects.bulk_create(rows)
+        insert_rows(rows)
         if any(row.pk is None for row in rows):
             # A database that cannot return the new ids from a multi-row insert (MySQL; MariaDB
             # and SQLite can): read them back by their unique keys.
@@ -149,7 +150,7 @@ class OutboxWriter:
             )
             for row in rows:
                 row.pk = ids[row.key]
-        # (bulk_create sends no post_save: the rows are counted here, in the same transaction.)
+        # (an insert sends no post_save: the rows are counted here, in the same transaction.)
         tallies.note_created(rows)
         for row in rows:
             if row.status == OutboxEmail.Status.QUEUED:
