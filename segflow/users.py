@@ -325,6 +325,10 @@ def store_events(
             candidates.append(n)
     patched = {user_id for user_id, _ in attribute_patches}
     user_ids = sorted({events[n].user_id for n in candidates} | patched)
+    # Rows and their statement's values are made before the users are locked: every other
+    # request and drain for these users waits while this one holds them.
+    row_at = {n: events[n].row(now) for n in candidates}
+    prepared = _prepared_params(list(row_at.values()))
     with transaction.atomic():
         # Lock the users first, in id order, as event processing does: inserting an event locks
         # its user too, and two batches locking the same users in their own orders deadlock.
@@ -348,25 +352,25 @@ def store_events(
         # and from now on none of them can store an event for these users until this commits.
         stored = _stored_events(events[n].message_id for n in candidates if events[n].message_id)
         fresh = [n for n in candidates if events[n].message_id not in stored]
-        rows = [events[n].row(now) for n in fresh]
-        inserted = _insert_events(rows)
+        rows = [row_at[n] for n in fresh]
+        inserted = _insert_events(rows, prepared)
         # An event skipped by the unique key: another user's event with that id, stored since.
         raced = [row.message_id for row, ok in zip(rows, inserted, strict=True) if not ok]
         stored.update(_stored_events(raced))
         if any(message_id not in stored for message_id in raced):
             raise IntegrityError("an event was not inserted, yet its message id is not stored")
-        inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
-        for n in candidates:
-            if n in inserted_at and inserted_at[n][1]:
-                results[n] = Recorded(inserted_at[n][0])
-            else:
-                results[n] = Recorded(stored[events[n].message_id], duplicate=True)
-        for n, new in enumerate(events):
-            if results[n] is None:  # a repeat of an earlier event in this batch
-                results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
         ids = [row.pk for row, ok in zip(rows, inserted, strict=True) if ok]
         if ids:
             transaction.on_commit(lambda: wake("events", ids))
+    inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
+    for n in candidates:
+        if n in inserted_at and inserted_at[n][1]:
+            results[n] = Recorded(inserted_at[n][0])
+        else:
+            results[n] = Recorded(stored[events[n].message_id], duplicate=True)
+    for n, new in enumerate(events):
+        if results[n] is None:  # a repeat of an earlier event in this batch
+            results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
     return results
 
 
@@ -417,7 +421,7 @@ _INSERTED_FIELDS = (
 )
 
 
-def _insert_events(rows: list[Event]) -> list[bool]:
+def _insert_events(rows: list[Event], prepared: Prepared | None = None) -> list[bool]:
     """Insert the rows in order, setting their ids; for each, whether it was inserted (False: its
     message id was stored since the caller looked, for another user).
 
@@ -427,17 +431,17 @@ def _insert_events(rows: list[Event]) -> list[bool]:
     if not any(row.message_id for row in rows):
         # Nothing to collide: the fastest insert this database has.
         if connection.features.can_return_rows_from_bulk_insert:
-            _insert_returning_ids(rows)
+            _insert_returning_ids(rows, prepared)
         else:  # (MySQL gives no ids back from a multi-row insert)
             for row in rows:
                 row.save(force_insert=True)
         return [True] * len(rows)
     if all(row.message_id for row in rows):
-        return _insert_all(rows)
+        return _insert_all(rows, prepared)
     inserted = []
     with connection.cursor() as cursor:
         for row in rows:
-            cursor.execute(_insert_ignore_sql(1), _insert_params([row]))
+            cursor.execute(_insert_ignore_sql(1), _insert_params([row], prepared))
             if cursor.rowcount == 1:
                 _mark_saved(row, cursor.lastrowid)
                 inserted.append(True)
@@ -446,7 +450,7 @@ def _insert_events(rows: list[Event]) -> list[bool]:
     return inserted
 
 
-def _insert_returning_ids(rows: list[Event]) -> None:
+def _insert_returning_ids(rows: list[Event], prepared: Prepared | None = None) -> None:
     """Insert the rows, a few hundred a statement, and set their ids from the database's
     RETURNING (MariaDB, SQLite), in the order of the rows as Django's bulk_create relies on.
     Written out: for 500 events the ORM spent more building the statement than running it."""
@@ -455,7 +459,7 @@ def _insert_returning_ids(rows: list[Event]) -> None:
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            cursor.execute(_insert_sql(len(chunk)) + returning, _insert_params(chunk))
+            cursor.execute(_insert_sql(len(chunk)) + returning, _insert_params(chunk, prepared))
             ids = [pk for (pk,) in cursor.fetchall()]
             if len(ids) != len(chunk):
                 raise IntegrityError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
@@ -463,7 +467,7 @@ def _insert_returning_ids(rows: list[Event]) -> None:
                 _mark_saved(row, pk)
 
 
-def _insert_all(rows: list[Event]) -> list[bool]:
+def _insert_all(rows: list[Event], prepared: Prepared | None = None) -> list[bool]:
     """Insert rows that all have message ids in a few statements, and read their ids back by
     message id. A row whose id is stored under its own user is the one inserted here: the caller
     holds the rows' users, and had seen every event stored for them before (see `store_events`).
@@ -474,7 +478,7 @@ def _insert_all(rows: list[Event]) -> list[bool]:
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
-            cursor.execute(_insert_ignore_sql(len(chunk)), _insert_params(chunk))
+            cursor.execute(_insert_ignore_sql(len(chunk)), _insert_params(chunk, prepared))
             count += cursor.rowcount
     stored = {
         message_id: (pk, user_id)
@@ -512,7 +516,18 @@ def _insert_ignore_sql(count: int) -> str:
     return _insert_sql(count, insert_ignore())
 
 
-def _insert_params(rows: list[Event]) -> list:
+# Each row's values for its INSERT, by the row's id(): made ahead by `_prepared_params`.
+Prepared = dict[int, list]
+
+
+def _prepared_params(rows: list[Event]) -> Prepared:
+    flat, width = _insert_params(rows), len(_INSERTED_FIELDS)
+    return {id(row): flat[n * width : (n + 1) * width] for n, row in enumerate(rows)}
+
+
+def _insert_params(rows: list[Event], prepared: Prepared | None = None) -> list:
+    if prepared is not None:
+        return [value for row in rows for value in prepared[id(row)]]
     fields = _inserted_fields()
     # Rows of one batch share many values (its time, an empty context): each is prepared once.
     last: list[tuple[Any, Any]] = [(_UNSET, None)] * len(fields)
