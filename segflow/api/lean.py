@@ -2,15 +2,14 @@
 
 `POST /api/users/{id}/events` (one event, `client.emit`), `POST /api/events` (a batch,
 `client.emit_many`) and `PUT`/`PATCH /api/users/{id}` (`client.create_user`, `update_user`) are
-most of an app's traffic, and on a small machine
-Django's handler, its middleware and DRF's view cost more CPU than storing the event
-(bench/README.md). `LeanIngest` wraps the WSGI application: a well-formed call with a valid
-`ingest` key is answered here, by the same parts the views use (the key cache, the JSON parser,
-the checks, `segflow.users`, the renderer), with the same status, headers and bytes. Anything
-else (another path or method, a query string, an unusual header, a body, key or host that the
-checks refuse) goes on to Django untouched, which answers it as ever, errors and logging included.
-So this path answers only what Django would have answered with a 200 or a 201, and the same way;
-tests/test_api_lean_path.py holds it to that.
+most of an app's traffic, and on a small machine Django's handler, its middleware and DRF's view
+cost more CPU than storing an event (bench/README.md). `LeanIngest` wraps the WSGI application:
+a well-formed call with a valid `ingest` key is answered here, by the same parts the views use
+(the key cache, the JSON parser, the checks, `segflow.users`, the renderer), with the same
+status, headers and bytes. Anything else (another path or method, a query string, an unusual
+header, a body, key or host that the checks refuse) goes on to Django untouched, which answers it
+as ever, errors and logging included. So this path answers only what Django would have answered
+with a 200 or a 201, and the same way; tests/test_api_lean_path.py holds it to that.
 """
 
 from __future__ import annotations
