@@ -39,7 +39,7 @@ SQLITE_PASS = "about 6 minutes"
 MYSQL_PASS = "about 11 minutes"
 MYSQL_PASS_WITHOUT_WORKERS = "about 4 minutes"
 WORKERS_TESTS = (
-    "6 of them for the tests that start real granian, workers and beat (test_workers.py, "
+    "6 of them for the tests that start a real web server, workers and beat (test_workers.py, "
     "test_workers_push.py, test_drills.py)"
 )
 TRUE = ("1", "true", "yes", "on", "y", "ok")
