@@ -48,6 +48,37 @@ def _locking(user_ids: Iterable[str]) -> QuerySet[User]:
     return User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
 
 
+def share_user_ids(user_ids: Iterable[str]) -> set[str]:
+    """Lock the users with these ids against writes, in id order, as `lock_user_ids` does, but
+    shared: other transactions that share them go on at once, those that lock them wait, and
+    this waits for those that lock them. Returns the ids of those that exist.
+
+    For writes that add rows belonging to users without changing the users' own rows (a batch of
+    events): processing locks the users, so it waits for them, and sees what they wrote.
+    """
+    from .models import User
+
+    ids = sorted(set(user_ids))
+    if not ids:
+        return set()
+    quote = connection.ops.quote_name
+    pk = quote(User._meta.pk.column)
+    sql = (
+        f"SELECT {pk} FROM {quote(User._meta.db_table)} WHERE {pk} IN ({placeholders(ids)}) "
+        f"ORDER BY {pk}"
+    )
+    if connection.vendor != "sqlite":  # (SQLite's transaction holds the whole database)
+        sql += " LOCK IN SHARE MODE"
+    with connection.cursor() as cursor:
+        cursor.execute(sql, ids)
+        return {user_id for (user_id,) in cursor.fetchall()}
+
+
+def is_deadlock(error: DatabaseError) -> bool:
+    """Whether the database rolled the transaction back to break a deadlock (MySQL's 1213)."""
+    return connection.vendor == "mysql" and bool(error.args) and error.args[0] == 1213
+
+
 def lock_user(user_id: str) -> User | None:
     """Lock one user (see `lock_users`); None if there is no such user."""
     return lock_users([user_id]).get(user_id)

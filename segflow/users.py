@@ -2,18 +2,30 @@
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from django.db import IntegrityError, connection, transaction
+from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from .db import insert_ignore, lock_user, lock_user_ids, lock_users, placeholders, plain_transaction
+from .db import (
+    insert_ignore,
+    is_deadlock,
+    lock_user,
+    lock_user_ids,
+    lock_users,
+    placeholders,
+    plain_transaction,
+    share_user_ids,
+)
 from .dispatch import wake
 from .models import Event, User
+
+logger = logging.getLogger(__name__)
 
 
 class UserNotFound(Exception):
@@ -314,7 +326,6 @@ def store_events(
     An event whose `message_id` is already stored, or repeats one earlier in `events`, is not
     stored again: its place in the answer holds the stored (or first) event, as a duplicate.
     """
-    now = timezone.now()
     results: list[Recorded | None] = [None] * len(events)
     candidates: list[int] = []  # positions of the events that are not repeats within the batch
     first: dict[str, int] = {}  # message id -> position of its first event in this batch
@@ -323,6 +334,38 @@ def store_events(
             if new.message_id is not None:
                 first[new.message_id] = n
             candidates.append(n)
+    shared = not attribute_patches and _inserts_return_rows() and not connection.in_atomic_block
+    try:
+        stored, fresh, rows, inserted = _store_batch(events, candidates, attribute_patches, shared)
+    except OperationalError as error:
+        if not (shared and is_deadlock(error)):
+            raise
+        # Batches sharing users inserted the same message ids in different orders, and the
+        # database rolled this one back: once more, holding the users alone.
+        logger.info("a batch of %d events deadlocked with another; storing it again", len(events))
+        stored, fresh, rows, inserted = _store_batch(events, candidates, attribute_patches, False)
+    inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
+    for n in candidates:
+        if n in inserted_at and inserted_at[n][1]:
+            results[n] = Recorded(inserted_at[n][0])
+        else:
+            results[n] = Recorded(stored[events[n].message_id], duplicate=True)
+    for n, new in enumerate(events):
+        if results[n] is None:  # a repeat of an earlier event in this batch
+            results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
+    return results
+
+
+def _store_batch(
+    events: Sequence[NewEvent],
+    candidates: list[int],
+    attribute_patches: Sequence[tuple[str, dict[str, Any]]],
+    shared: bool,
+) -> tuple[dict[str, Event], list[int], list[Event], list[bool]]:
+    """`store_events`' transaction: the message ids found stored, the positions of the events
+    inserted or not, their rows, and for each whether it was inserted. `shared`: the users are
+    shared with other batches (see `share_user_ids`), not locked."""
+    now = timezone.now()
     patched = {user_id for user_id, _ in attribute_patches}
     user_ids = sorted({events[n].user_id for n in candidates} | patched)
     # Rows and their statement's values are made before the users are locked: every other
@@ -334,6 +377,11 @@ def store_events(
         # its user too, and two batches locking the same users in their own orders deadlock.
         if attribute_patches:
             users = lock_users(user_ids)
+        elif shared:
+            # Only events are added: batches for the same users go on side by side, and the
+            # users' processing waits for each. (Which message ids a batch stored it then learns
+            # from its inserts, not from holding the users alone: `_insert_ignore_returning`.)
+            users = dict.fromkeys(share_user_ids(user_ids))
         else:  # (only whether they exist is needed: their rows are not read)
             users = dict.fromkeys(lock_user_ids(user_ids))
         missing = [user_id for user_id in user_ids if user_id not in users]
@@ -347,14 +395,14 @@ def store_events(
             )
         if attribute_patches:
             _merge_attributes(attribute_patches, users, [u for u in missing if u in patched], now)
-        # The message ids stored before, read once this batch holds its users: every request that
-        # stores events for them holds them too, so what it stored is committed and seen here,
-        # and from now on none of them can store an event for these users until this commits.
+        # The message ids stored before, read once this batch holds its users: what a request
+        # that stored events for them before this batch took them is committed and seen here.
         stored = _stored_events(events[n].message_id for n in candidates if events[n].message_id)
         fresh = [n for n in candidates if events[n].message_id not in stored]
         rows = [row_at[n] for n in fresh]
         inserted = _insert_events(rows, prepared)
-        # An event skipped by the unique key: another user's event with that id, stored since.
+        # An event skipped by the unique key: its message id was stored since (committed: the
+        # insert waited for its lock), by a batch sharing these users or for another user.
         raced = [row.message_id for row, ok in zip(rows, inserted, strict=True) if not ok]
         stored.update(_stored_events(raced))
         if any(message_id not in stored for message_id in raced):
@@ -362,16 +410,7 @@ def store_events(
         ids = [row.pk for row, ok in zip(rows, inserted, strict=True) if ok]
         if ids:
             transaction.on_commit(lambda: wake("events", ids))
-    inserted_at = dict(zip(fresh, zip(rows, inserted, strict=True), strict=True))
-    for n in candidates:
-        if n in inserted_at and inserted_at[n][1]:
-            results[n] = Recorded(inserted_at[n][0])
-        else:
-            results[n] = Recorded(stored[events[n].message_id], duplicate=True)
-    for n, new in enumerate(events):
-        if results[n] is None:  # a repeat of an earlier event in this batch
-            results[n] = Recorded(results[first[new.message_id]].event, duplicate=True)
-    return results
+    return stored, fresh, rows, inserted
 
 
 def _create_user(user_id: str, now: datetime) -> None:
@@ -436,6 +475,8 @@ def _insert_events(rows: list[Event], prepared: Prepared | None = None) -> list[
             for row in rows:
                 row.save(force_insert=True)
         return [True] * len(rows)
+    if _inserts_return_rows():
+        return _insert_ignore_returning(rows, prepared)
     if all(row.message_id for row in rows):
         return _insert_all(rows, prepared)
     inserted = []
@@ -465,6 +506,47 @@ def _insert_returning_ids(rows: list[Event], prepared: Prepared | None = None) -
                 raise IntegrityError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
             for row, pk in zip(chunk, ids, strict=True):
                 _mark_saved(row, pk)
+
+
+def _inserts_return_rows() -> bool:
+    """Whether this database returns the rows a multi-row insert-ignore inserted, and only those,
+    and has row locks to share (MariaDB 10.5+). SQLite returns them too, but its transactions
+    hold the whole database, and an insert-ignore returning rows there meets concurrent
+    connections' table locks."""
+    return connection.vendor != "sqlite" and connection.features.can_return_rows_from_bulk_insert
+
+
+def _insert_ignore_returning(rows: list[Event], prepared: Prepared | None = None) -> list[bool]:
+    """Insert the rows with insert-ignore, a few hundred a statement, and learn from RETURNING
+    which were inserted, and their ids: the returned rows come in the order of `rows`, less
+    those skipped (a row without a message id is never skipped)."""
+    size = max(1, connection.ops.bulk_batch_size(_inserted_fields(), rows))
+    quote = connection.ops.quote_name
+    returning = (
+        f" RETURNING {quote(Event._meta.pk.column)}, "
+        f"{quote(Event._meta.get_field('message_id').column)}"
+    )
+    inserted = []
+    with connection.cursor() as cursor:
+        for start in range(0, len(rows), size):
+            chunk = rows[start : start + size]
+            cursor.execute(
+                _insert_ignore_sql(len(chunk)) + returning, _insert_params(chunk, prepared)
+            )
+            returned = iter(cursor.fetchall())
+            pk, message_id = next(returned, (None, None))
+            for row in chunk:
+                if pk is not None and (row.message_id is None or row.message_id == message_id):
+                    _mark_saved(row, pk)
+                    inserted.append(True)
+                    pk, message_id = next(returned, (None, None))
+                elif row.message_id is None:
+                    raise IntegrityError("an event without a message id was not inserted")
+                else:
+                    inserted.append(False)
+            if pk is not None:
+                raise IntegrityError("the database returned an event that was not inserted")
+    return inserted
 
 
 def _insert_all(rows: list[Event], prepared: Prepared | None = None) -> list[bool]:
