@@ -45,7 +45,7 @@ def claim_new_cursors(user_ids: list[str], now: datetime) -> list[int]:
     A new cursor is due at once, unless its first email is waiting for the user's address (see
     `campaigns.runner`): a change to the user is the moment to try that again, so it is made due
     now too."""
-    return _claim_to_run_now(now, user_id__in=user_ids, step_count=0)
+    return _claim_to_run_now(now, user_id__among=user_ids, step_count=0)
 
 
 def claim_woken(cursor_ids: list[int], now: datetime) -> list[int]:

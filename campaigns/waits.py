@@ -56,7 +56,7 @@ def convert_goal_reached(config: Config, names_by_user: dict[str, set[str]], now
         # ending some of them at this moment).
         rows = list(
             Cursor.objects.select_for_update()
-            .filter(campaign=campaign, user_id__in=users, status=Cursor.Status.ACTIVE)
+            .filter(campaign=campaign, user_id__among=users, status=Cursor.Status.ACTIVE)
             .order_by("pk")
             .values_list("pk", "step_count")
         )

@@ -8,7 +8,7 @@ class SegflowConfig(AppConfig):
     def ready(self) -> None:
         from django.db.models.signals import post_migrate
 
-        from . import db, tasks  # noqa: F401 - SQLite's MySQL functions; the named tasks
+        from . import db, tasks  # noqa: F401 - SQLite's MySQL functions, `__among`; the named tasks
         from .schedule import ensure_periodic_tasks
         from .upkeep import ensure_tallies
 

@@ -12,9 +12,12 @@ from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
+from django.core.exceptions import EmptyResultSet
 from django.db import DatabaseError, connection
 from django.db.backends.signals import connection_created
 from django.db.backends.utils import CursorWrapper
+from django.db.models import Field, Lookup
+from django.db.models.fields.related import ForeignObject
 from django.dispatch import receiver
 
 if TYPE_CHECKING:
@@ -24,6 +27,28 @@ if TYPE_CHECKING:
 
 # A named parameter in segment SQL: %(now)s.
 NAMED_PARAMETER = re.compile(r"%\((\w+)\)s")
+
+
+class Among(Lookup):
+    """`field__among=values`: `field IN (values)` for values already as the database takes them
+    (ids: ints and strings). `__in` prepares each value through the field, which for the hundreds
+    of ids a batch reads and writes by cost a worker more than the query's round trip."""
+
+    lookup_name = "among"
+    prepare_rhs = False
+
+    def get_prep_lookup(self) -> list:
+        return list(self.rhs)
+
+    def as_sql(self, compiler, connection) -> tuple[str, list]:
+        if not self.rhs:
+            raise EmptyResultSet
+        lhs, lhs_params = self.process_lhs(compiler, connection)
+        return f"{lhs} IN ({placeholders(self.rhs)})", [*lhs_params, *self.rhs]
+
+
+Field.register_lookup(Among)
+ForeignObject.register_lookup(Among)  # (its lookups are its own: user_id__among)
 
 
 def lock_users(user_ids: Iterable[str]) -> dict[str, User]:
@@ -45,7 +70,7 @@ def _locking(user_ids: Iterable[str]) -> QuerySet[User]:
     from .models import User
 
     ids = sorted(set(user_ids))
-    return User.objects.select_for_update().filter(pk__in=ids).order_by("pk")
+    return User.objects.select_for_update().filter(pk__among=ids).order_by("pk")
 
 
 def share_user_ids(user_ids: Iterable[str]) -> set[str]:

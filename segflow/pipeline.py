@@ -120,12 +120,14 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
     """Process these events; returns the ids of those processed. An event is left for later when
     an older event of its user is not processed yet (a worker has it in hand): events of a user
     are processed in the order they were accepted."""
-    user_ids = sorted(set(Event.objects.filter(pk__in=event_ids).values_list("user_id", flat=True)))
+    user_ids = sorted(
+        set(Event.objects.filter(pk__among=event_ids).values_list("user_id", flat=True))
+    )
     users = lock_users(user_ids)
     # Read after the locks: an event another worker processed meanwhile is left alone.
     events = list(
         Event.objects.filter(
-            pk__in=event_ids, processed_at__isnull=True, user_id__in=list(users)
+            pk__among=event_ids, processed_at__isnull=True, user_id__among=list(users)
         ).order_by("pk")
     )
     if not events:
@@ -149,7 +151,7 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
     if rest:
         _evaluate_users(rest, config, now, attributes=False, events=True)
     done = [event.pk for event in events]
-    Event.objects.filter(pk__in=done).update(processed_at=now)
+    Event.objects.filter(pk__among=done).update(processed_at=now)
     return done
 
 
@@ -162,9 +164,9 @@ def _users_with_older_events(events: list[Event]) -> set[str]:
             processed_at__isnull=True,
             pk__lt=ids[-1],
             swept_at__isnull=True,  # held back after failing: it does not hold up the rest
-            user_id__in={event.user_id for event in events},
+            user_id__among={event.user_id for event in events},
         )
-        .exclude(pk__in=ids)
+        .exclude(pk__among=ids)
         .values_list("user_id", flat=True)
         .distinct()
     )

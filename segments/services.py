@@ -172,7 +172,7 @@ def evaluate_users(
     ids = {row.pk for row, _ in segments}
     current: dict[str, set[int]] = {}
     for user_id, segment_id in SegmentMembership.objects.filter(
-        user_id__in=user_ids, segment_id__in=ids
+        user_id__among=user_ids, segment_id__among=ids
     ).values_list("user_id", "segment_id"):
         current.setdefault(user_id, set()).add(segment_id)
     changes = {}
