@@ -44,6 +44,12 @@ class Other(threading.Thread):
         self.go[n].set()
         assert self.reached[n].wait(20) or self.error, f"step {n} did not finish"
 
+    def finish(self) -> None:
+        """Let its remaining steps run, and wait for it to commit."""
+        for go in self.go:
+            go.set()
+        self.join(30)
+
 
 def run_in_thread(store) -> tuple[threading.Thread, dict]:
     """Run `store` on a connection of its own; its answer or error lands in the dict."""
@@ -60,6 +66,14 @@ def run_in_thread(store) -> tuple[threading.Thread, dict]:
     thread = threading.Thread(target=run, daemon=True)
     thread.start()
     return thread, answer
+
+
+def results_of(other: Other, thread: threading.Thread, answer: dict) -> list:
+    """The answer of `run_in_thread`'s `store` once it is done, neither it nor `other` failing."""
+    thread.join(30)
+    assert other.error is None, other.error
+    assert "error" not in answer, answer["error"]
+    return answer["results"]
 
 
 def wait_for(condition, what: str, seconds: float = 20) -> None:
@@ -93,12 +107,8 @@ def test_a_batch_is_stored_while_another_batch_holds_the_same_users(pushed):
         time.sleep(0.3)
         assert not Event.objects.filter(processed_at__isnull=False).exists()
     finally:
-        other.go[1].set()
-        other.join(20)
-    batcher.join(20)
-    assert other.error is None, other.error
-    assert "error" not in answer, answer["error"]
-    assert [r.duplicate for r in answer["results"]] == [False, False]
+        other.finish()
+    assert [r.duplicate for r in results_of(other, batcher, answer)] == [False, False]
     assert sorted(Event.objects.values_list("user_id", "message_id")) == [
         ("ann", None),
         ("bob", "m-1"),
@@ -140,15 +150,12 @@ def test_a_batch_that_deadlocks_over_message_ids_tries_again_and_answers_with_th
             "the batch never waited on the other's m-2",
         )
     finally:
-        other.go[1].set()  # it stores m-1: each waits on the other
-        other.join(30)
-    batcher.join(30)
-    assert other.error is None, other.error
-    assert "error" not in answer, answer["error"]
+        other.finish()  # it stores m-1: each waits on the other
+    results = results_of(other, batcher, answer)
     assert "deadlocked" in caplog.text
     stored = dict(Event.objects.filter(user_id="ann").values_list("message_id", "pk"))
     assert sorted(stored) == ["m-1", "m-2"]
-    assert [(r.duplicate, r.event.pk) for r in answer["results"]] == [
+    assert [(r.duplicate, r.event.pk) for r in results] == [
         (True, stored["m-1"]),
         (True, stored["m-2"]),
     ]
@@ -172,11 +179,8 @@ def test_events_are_processed_in_the_order_stored_though_a_later_batch_committed
         # The second batch commits first; processing its event waits for the first batch.
         wait_for(lambda: Event.objects.count() == 1, "the second batch was not stored")
     finally:
-        other.go[1].set()
-        other.join(20)
-    batcher.join(30)
-    assert other.error is None, other.error
-    assert "error" not in answer, answer["error"]
+        other.finish()
+    results_of(other, batcher, answer)
     first, second = Event.objects.order_by("pk")
     assert (first.message_id, second.message_id) == ("first", "second")
     # The second event was not processed ahead of the first, which was stored before it.
