@@ -99,6 +99,25 @@ def share_user_ids(user_ids: Iterable[str]) -> set[str]:
         return {user_id for (user_id,) in cursor.fetchall()}
 
 
+def rows_through_index(queryset: QuerySet, index: str) -> list[tuple]:
+    """The rows of a `values_list` query, read (and locked, with `select_for_update`) through
+    this index on MySQL/MariaDB, as tuples.
+
+    InnoDB locks a row through the index it reads it by. Two claims on the same rows that take
+    them through different indexes can each hold what the other waits for: every claim of a
+    queue's rows goes through the queue's index."""
+    if connection.vendor != "mysql":
+        return [tuple(row) if isinstance(row, tuple) else (row,) for row in queryset]
+    sql, params = queryset.query.sql_with_params()
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    hinted = sql.replace(
+        f"FROM {table}", f"FROM {table} FORCE INDEX ({connection.ops.quote_name(index)})", 1
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(hinted, params)
+        return cursor.fetchall()
+
+
 def is_deadlock(error: DatabaseError) -> bool:
     """Whether the database rolled the transaction back to break a deadlock (MySQL's 1213)."""
     return connection.vendor == "mysql" and bool(error.args) and error.args[0] == 1213

@@ -41,6 +41,10 @@ class User(models.Model):
         )
 
 
+# Named as Django named it, so that a query can name it.
+QUEUE_INDEX = "events_process_67ef0b_idx"
+
+
 class Event(models.Model):
     """Something a user did. Segment SQL reads this table as `events`."""
 
@@ -71,7 +75,8 @@ class Event(models.Model):
             # Segments that count a user's events of one name: read from the index alone, for a
             # batch of users or (in user order, no sort) for everyone.
             models.Index(fields=["name", "user"]),
-            models.Index(fields=["processed_at", "id"]),
+            # The queue of unprocessed events. Drains claim through it alone (see pipeline).
+            models.Index(fields=["processed_at", "id"], name=QUEUE_INDEX),
         ]
 
     def __str__(self) -> str:

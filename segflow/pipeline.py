@@ -13,7 +13,7 @@ from datetime import datetime, timedelta
 
 from django.conf import settings
 from django.db import OperationalError, transaction
-from django.db.models import Q
+from django.db.models import Min, Q
 from django.utils import timezone
 
 from campaigns import audience, claims, runner, waits
@@ -24,10 +24,10 @@ from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
-from .db import lock_users
+from .db import lock_users, rows_through_index
 from .dispatch import drain_started, enqueue, enqueue_in_batches, ring_again, ring_all
 from .live_config import live_config
-from .models import Event, User
+from .models import QUEUE_INDEX, Event, User
 from .upkeep import after_tick
 
 logger = logging.getLogger(__name__)
@@ -132,9 +132,9 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
     )
     if not events:
         return []
-    behind = _users_with_older_events(events)
+    behind = _behind_older_events(events)
     if behind:
-        events = [event for event in events if event.user_id not in behind]
+        events = [event for event in events if event.pk not in behind]
         if not events:
             return []
     send_transactions(config, users, events)
@@ -155,11 +155,11 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
     return done
 
 
-def _users_with_older_events(events: list[Event]) -> set[str]:
-    """The users among `events`' who have an unprocessed event older than these (claimed by
-    another worker that has not reached its users' locks yet)."""
+def _behind_older_events(events: list[Event]) -> set[int]:
+    """The ids among `events` that come after an unprocessed event of their user that is not
+    among them (claimed by another worker that has not reached its users' locks yet)."""
     ids = [event.pk for event in events]
-    return set(
+    oldest_other = dict(
         Event.objects.filter(
             processed_at__isnull=True,
             pk__lt=ids[-1],
@@ -167,15 +167,22 @@ def _users_with_older_events(events: list[Event]) -> set[str]:
             user_id__among={event.user_id for event in events},
         )
         .exclude(pk__among=ids)
-        .values_list("user_id", flat=True)
-        .distinct()
+        .values_list("user_id")
+        .annotate(first=Min("pk"))
+        .order_by()
     )
+    return {
+        event.pk
+        for event in events
+        if event.user_id in oldest_other and event.pk > oldest_other[event.user_id]
+    }
 
 
 def drain_events() -> int:
-    """Process unprocessed events, oldest first, SEGFLOW_DRAIN_BATCH_SIZE to a transaction, until
-    none is left or SEGFLOW_DRAIN_SECONDS have passed. Workers share the queue: each claims the
-    next batch that no other has locked (`SKIP LOCKED`). Returns how many were processed."""
+    """Process unprocessed events, oldest first, SEGFLOW_DRAIN_BATCH_SIZE to a transaction (with
+    their users' later events, see `_claim_events`), until none is left or SEGFLOW_DRAIN_SECONDS
+    have passed. Workers share the queue: each claims the next batch that no other has locked
+    (`SKIP LOCKED`). Returns how many were processed."""
     drain_started("events")
     config = live_config.sync()
     if not live_config.is_live(config):
@@ -210,15 +217,36 @@ def drain_events() -> int:
 
 
 def _claim_events(now: datetime, size: int) -> list[int]:
-    """Lock the next `size` unprocessed events no other worker holds, oldest first. An event
-    whose processing failed is held back for SEGFLOW_SWEEP_AFTER_SECONDS."""
+    """Lock the next `size` unprocessed events no other worker holds, oldest first, then the later
+    ones of the same users among the next SEGFLOW_DRAIN_LOOKAHEAD: with a backlog, a user's
+    events are then evaluated together instead of once a batch each. An event whose processing
+    failed is held back for SEGFLOW_SWEEP_AFTER_SECONDS."""
     before = now - timedelta(seconds=settings.SEGFLOW_SWEEP_AFTER_SECONDS)
-    return list(
-        Event.objects.select_for_update(skip_locked=True)
-        .filter(Q(swept_at__isnull=True) | Q(swept_at__lte=before), processed_at__isnull=True)
-        .order_by("pk")
-        .values_list("pk", flat=True)[:size]
+    pending = Event.objects.filter(
+        Q(swept_at__isnull=True) | Q(swept_at__lte=before), processed_at__isnull=True
+    ).order_by("pk")
+    claimed = rows_through_index(
+        pending.select_for_update(skip_locked=True).values_list("pk", "user_id")[:size],
+        QUEUE_INDEX,
     )
+    ids = [pk for pk, _ in claimed]
+    lookahead = settings.SEGFLOW_DRAIN_LOOKAHEAD
+    if len(claimed) < size or lookahead <= 0:
+        return ids
+    # Read without locks, then lock what was picked: locking the whole window would keep other
+    # workers off events this batch does not take.
+    users = {user_id for _, user_id in claimed}
+    later = [
+        pk
+        for pk, user_id in pending.filter(pk__gt=ids[-1]).values_list("pk", "user_id")[:lookahead]
+        if user_id in users
+    ]
+    if later:
+        locked = Event.objects.select_for_update(skip_locked=True).filter(
+            pk__among=later, processed_at__isnull=True
+        )
+        ids += [pk for (pk,) in rows_through_index(locked.values_list("pk"), QUEUE_INDEX)]
+    return sorted(ids)
 
 
 def _process_one_by_one(event_ids: list[int], config: Config, now: datetime) -> list[int]:

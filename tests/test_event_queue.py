@@ -193,6 +193,78 @@ def test_a_drain_waits_for_the_older_event_it_held_a_later_one_back_for(queued):
     assert sent("ann") == ["receipt"]
 
 
+def test_with_a_backlog_a_drain_takes_its_users_later_events_along(queued, settings):
+    """A batch takes the oldest events, then the same users' later ones from further down the
+    queue: each user is evaluated once for all of them, the others' events wait their turn."""
+    settings.SEGFLOW_DRAIN_BATCH_SIZE = 2
+    settings.SEGFLOW_DRAIN_LOOKAHEAD = 100
+    for name in ("ann", "bob", "cat"):
+        user_service.put_user(name, {"email": f"{name}@example.com"})
+    drain_users()
+    order = ["ann", "bob", "cat", "ann", "cat", "ann", "dan"]
+    user_service.put_user("dan", {"email": "dan@example.com"})
+    drain_users()
+    stored = user_service.record_events(
+        [(user, "purchase", {"n": n}) for n, user in enumerate(order)]
+    )
+    drain_events()
+    assert unprocessed() == 0
+    batch_of = {event.pk: event.processed_at for event in Event.objects.all()}
+    # The first batch: ann's and bob's (the oldest two), and ann's two later ones; then cat's two.
+    first, second, third = (batch_of[stored[n].pk] for n in (0, 2, 6))
+    assert len({first, second, third}) == 3
+    assert [batch_of[e.pk] for e in stored if e.user_id in ("ann", "bob")] == [first] * 4
+    assert [batch_of[e.pk] for e in stored if e.user_id == "cat"] == [second] * 2
+    assert sent("ann") == ["receipt"] * 3
+
+
+def test_without_look_ahead_a_batch_is_the_oldest_events_alone(queued, settings):
+    settings.SEGFLOW_DRAIN_BATCH_SIZE = 2
+    settings.SEGFLOW_DRAIN_LOOKAHEAD = 0
+    for name in ("ann", "bob"):
+        user_service.put_user(name, {"email": f"{name}@example.com"})
+    drain_users()
+    stored = user_service.record_events(
+        [(user, "purchase", {"n": n}) for n, user in enumerate(["ann", "bob", "ann"])]
+    )
+    drain_events()
+    batch_of = dict(Event.objects.values_list("pk", "processed_at"))
+    assert batch_of[stored[0].pk] == batch_of[stored[1].pk] != batch_of[stored[2].pk]
+
+
+@pytest.mark.mysql_only
+def test_a_drain_processes_a_users_events_up_to_one_another_worker_holds(queued, settings):
+    """A drain took ann's first and third events; another worker holds her second. The first is
+    processed now, the third after the second."""
+    settings.SEGFLOW_DRAIN_BATCH_SIZE = 1
+    settings.SEGFLOW_DRAIN_LOOKAHEAD = 10
+    user_service.put_user("ann", {"email": "ann@example.com"})
+    drain_users()
+    first, second, third = user_service.record_events(
+        [("ann", "purchase", {"n": n}) for n in (1, 2, 3)]
+    )
+    processed_during_hold: dict[int, object] = {}
+
+    def hold_then_process() -> None:
+        # Held while this drain processes ann's first event (her lock waits on the drain), then
+        # processed, as the other worker would.
+        threading.Event().wait(0.5)
+        processed_during_hold.update(
+            Event.objects.filter(user_id="ann").values_list("pk", "processed_at")
+        )
+        Event.objects.filter(pk=second.pk).update(processed_at=timezone.now())
+
+    thread = hold_event(second.pk, until=hold_then_process)
+    try:
+        drain_events()
+    finally:
+        thread.join()
+    assert processed_during_hold[first.pk] is not None
+    assert processed_during_hold[third.pk] is None
+    assert unprocessed() == 0
+    assert len(sent("ann")) == 2  # the first and third: the second was the other worker's
+
+
 @pytest.mark.mysql_only
 @hypothesis_settings(
     max_examples=8,
@@ -203,17 +275,20 @@ def test_a_drain_waits_for_the_older_event_it_held_a_later_one_back_for(queued):
     st.lists(st.integers(min_value=0, max_value=5), min_size=1, max_size=60),
     st.integers(min_value=2, max_value=4),
     st.integers(min_value=1, max_value=9),
+    st.sampled_from([0, 3, 100]),
 )
 def test_concurrent_drainers_process_each_event_exactly_once(
-    queued, settings, users, workers, size
+    queued, settings, users, workers, size, lookahead
 ):
-    """For any sequence of events over a few users, any number of drainers and any batch size:
-    every event is processed once and sends exactly one receipt."""
+    """For any sequence of events over a few users, any number of drainers, any batch size and
+    look-ahead: every event is processed once and sends exactly one receipt, and a user's
+    events are processed in the order they were accepted."""
     Event.objects.all().delete()
     from delivery.models import OutboxEmail
 
     OutboxEmail.objects.all().delete()
     settings.SEGFLOW_DRAIN_BATCH_SIZE = size
+    settings.SEGFLOW_DRAIN_LOOKAHEAD = lookahead
     stored = user_service.record_events(
         [(f"p{user}", "purchase", {"n": n}) for n, user in enumerate(users)]
     )
@@ -235,10 +310,14 @@ def test_concurrent_drainers_process_each_event_exactly_once(
         thread.join()
     assert not errors, errors
     assert unprocessed() == 0
-    per_event = OutboxEmail.objects.filter(template_name="receipt").values_list(
-        "event_id", flat=True
+    receipts = dict(
+        OutboxEmail.objects.filter(template_name="receipt").values_list("event_id", "pk")
     )
-    assert sorted(per_event) == sorted(event.pk for event in stored)
+    assert sorted(receipts) == sorted(event.pk for event in stored)
+    # A receipt is written while its user is locked, so their ids follow the processing order.
+    for user in set(users):
+        theirs = [receipts[event.pk] for event in stored if event.user_id == f"p{user}"]
+        assert theirs == sorted(theirs), f"p{user}'s events were processed out of order"
 
 
 @pytest.mark.mysql_only

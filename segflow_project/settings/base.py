@@ -163,6 +163,9 @@ SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # this long per task before the task hands the rest to the next one.
 SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=500)
 SEGFLOW_DRAIN_SECONDS = env.float("SEGFLOW_DRAIN_SECONDS", default=2.0)
+# A drain of events also takes the later events of the users it claimed, from among this many
+# next in the queue: with a backlog, each user is evaluated once for several events (0: off).
+SEGFLOW_DRAIN_LOOKAHEAD = env.int("SEGFLOW_DRAIN_LOOKAHEAD", default=4000)
 # A process turns the writes it takes into at most one drain task per queue every this long:
 # longer gives drains more events each (less work per event), shorter answers sooner.
 SEGFLOW_DOORBELL_PAUSE_SECONDS = env.float("SEGFLOW_DOORBELL_PAUSE_SECONDS", default=0.02)
