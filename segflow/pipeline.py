@@ -52,9 +52,14 @@ def _evaluate_users(
         transaction.on_commit(lambda: hand_out_cursors(new_cursors))
     if attributes:
         # Only where no write came since the user was read (their version is the one evaluated).
-        evaluated = Q()
+        # One condition per version, not one per user: Django copies every condition of a
+        # query as it builds it, and a batch has hundreds of users but few versions.
+        by_version: dict[int, list[str]] = {}
         for user in users:
-            evaluated |= Q(pk=user.pk, version=user.version)
+            by_version.setdefault(user.version, []).append(user.pk)
+        evaluated = Q()
+        for version, ids in by_version.items():
+            evaluated |= Q(version=version, pk__among=ids)
         User.objects.filter(evaluated).update(evaluation_pending=False)
 
 

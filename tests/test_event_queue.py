@@ -18,6 +18,7 @@ from hypothesis import strategies as st
 from segflow import users as user_service
 from segflow.models import Event, User
 from segflow.pipeline import drain_events, drain_users, tick
+from segments.models import SegmentMembership
 
 from .conftest import sent
 
@@ -93,6 +94,22 @@ def test_a_drain_processes_every_waiting_event_in_batches(queued, settings):
     assert drain_events() == 40
     assert unprocessed() == 0
     assert len(sent(template_name="receipt")) == 40
+
+
+def test_a_drain_of_users_at_different_versions_evaluates_each_once(queued):
+    """Users written once and written several times are evaluated in one batch: each ends in
+    the segments their last write puts them in, and none is left waiting."""
+    user_service.put_user("ann", {"email": "ann@example.com", "plan": "free"})
+    user_service.put_user("ann", {"email": "ann@example.com", "plan": "pro"})
+    user_service.put_user("bob", {"email": "bob@example.com", "plan": "pro"})
+    user_service.put_user("cat", {"email": "cat@example.com"})
+    user_service.put_user("cat", {"email": "cat@example.com"})
+    user_service.put_user("cat", {"email": "cat@example.com", "plan": "free"})
+    assert sorted(User.objects.values_list("version", flat=True)) == [1, 2, 3]
+    assert drain_users() == 3
+    assert not User.objects.filter(evaluation_pending=True).exists()
+    pro = SegmentMembership.objects.filter(segment__name="pro").values_list("user_id", flat=True)
+    assert sorted(pro) == ["ann", "bob"]
 
 
 def test_a_failing_event_is_held_back_and_holds_up_only_itself(
