@@ -107,7 +107,7 @@ def rows_through_index(queryset: QuerySet, index: str) -> list[tuple]:
     them through different indexes can each hold what the other waits for: every claim of a
     queue's rows goes through the queue's index."""
     if connection.vendor != "mysql":
-        return [tuple(row) if isinstance(row, tuple) else (row,) for row in queryset]
+        return list(queryset)
     sql, params = queryset.query.sql_with_params()
     table = connection.ops.quote_name(queryset.model._meta.db_table)
     hinted = sql.replace(
