@@ -2,8 +2,8 @@
 """segflow's two commands, with nothing but Python 3.11+ on the machine.
 
     python3 dev.py          set up and run: API, admin and workers at http://127.0.0.1:8000
-    python3 dev.py test     run the whole test suite (SQLite, then MySQL/MariaDB if one answers):
-                            about 6 minutes, then about 11
+    python3 dev.py test     run the whole test suite on SQLite and, at the same time, on
+                            MySQL/MariaDB if one answers: about 11 minutes
     python3 dev.py test --sqlite-only     the SQLite pass alone (or SEGFLOW_TEST_SQLITE_ONLY=1)
 
 It keeps a virtual environment in .venv and reinstalls only when pyproject.toml changes.
@@ -51,6 +51,12 @@ def say(message: str) -> None:
 
 def run(*args: str | Path, env: dict | None = None) -> int:
     return subprocess.call([str(a) for a in args], cwd=ROOT, env=env)
+
+
+def start(*args: str | Path, env: dict, output) -> subprocess.Popen:
+    return subprocess.Popen(
+        [str(a) for a in args], cwd=ROOT, env=env, stdout=output, stderr=subprocess.STDOUT
+    )
 
 
 def ensure_venv() -> None:
@@ -113,6 +119,13 @@ def ensure_dotenv() -> None:
         say("Wrote .env (DEBUG=1) for local development.")
 
 
+def redis_database(url: str, offset: int) -> str:
+    """The same Redis server, `offset` databases further on (the tests use a database and the one
+    after it)."""
+    server, _, database = url.rpartition("/")
+    return f"{server}/{int(database or 0) + offset}"
+
+
 def answers(url: str, default_port: int) -> bool:
     rest = url.split("://", 1)[-1].split("@", 1)[-1].split("/", 1)[0]
     host, _, port = rest.partition(":")
@@ -151,8 +164,9 @@ def test(args: list[str]) -> int:
     if mysql:
         workers = "" if without_redis else f", {WORKERS_TESTS}"
         say(
-            f"The whole suite runs twice: on SQLite ({SQLITE_PASS}), then on MySQL/MariaDB "
-            f"({mysql_pass}{workers}). `python3 dev.py test --sqlite-only` runs the first alone."
+            f"The whole suite runs twice, on SQLite ({SQLITE_PASS}) and on MySQL/MariaDB "
+            f"({mysql_pass}{workers}), both at once. `python3 dev.py test --sqlite-only` runs "
+            "the first alone."
         )
     elif not sqlite_only:
         say(
@@ -166,29 +180,46 @@ def test(args: list[str]) -> int:
         )
     say("Import contracts (lint-imports: layers point down, no import circle) ...")
     failed = run(VENV / "bin" / "lint-imports", env=base_env) != 0
-    say(f"Tests on SQLite ({SQLITE_PASS} for the whole suite) ...")
-    # Tests of row locks and of real workers need MySQL/MariaDB; they run in the second pass.
-    failed |= (
-        run(
-            PYTHON,
-            "-m",
-            "pytest",
-            "-m",
-            "not mysql_only" + without_redis + without_browser,
-            *args,
-            env=base_env,
+    # Tests of row locks and of real workers need MySQL/MariaDB; they run in its pass only.
+    sqlite_pass = [PYTHON, "-m", "pytest", "-m", "not mysql_only" + without_redis + without_browser]
+    sqlite_env = {**base_env, "SEGFLOW_TEST_REDIS_URL": REDIS_TEST_URL}
+    if not mysql:
+        say(f"Tests on SQLite ({SQLITE_PASS} for the whole suite) ...")
+        failed |= run(*sqlite_pass, *args, env=sqlite_env) != 0
+        if not sqlite_only:
+            say(f"No MySQL/MariaDB answered at {mysql_server}: ran SQLite only.")
+        return 1 if failed else 0
+    ensure_installed(["dev", "mysql"])
+    leave_out = (without_redis + without_browser).removeprefix(" and ")
+    marks = ["-m", leave_out] if leave_out else []
+    # The passes run at the same time (the MariaDB pass spends half its time waiting on the
+    # database and on the processes it starts), each with Redis databases of its own.
+    mysql_env = {
+        **base_env,
+        "DATABASE_URL": MYSQL_TEST_URL,
+        "SEGFLOW_TEST_REDIS_URL": redis_database(REDIS_TEST_URL, 2),
+    }
+    with tempfile.NamedTemporaryFile(
+        "w+", prefix="segflow-sqlite-pass-", suffix=".log", delete=False
+    ) as sqlite_log:
+        say(
+            f"Tests on SQLite, in the background; what they print is shown when they end "
+            f"(and kept in {sqlite_log.name}) ..."
         )
-        != 0
-    )
-    if mysql:
-        ensure_installed(["dev", "mysql"])
-        say(f"Tests on MySQL/MariaDB at {mysql_server} ({mysql_pass} for the whole suite) ...")
-        leave_out = (without_redis + without_browser).removeprefix(" and ")
-        marks = ["-m", leave_out] if leave_out else []
-        mysql_env = {**base_env, "DATABASE_URL": MYSQL_TEST_URL}
-        failed |= run(PYTHON, "-m", "pytest", *marks, *args, env=mysql_env) != 0
-    elif not sqlite_only:
-        say(f"No MySQL/MariaDB answered at {mysql_server}: ran SQLite only.")
+        sqlite_run = start(*sqlite_pass, *args, env=sqlite_env, output=sqlite_log)
+        try:
+            say(f"Tests on MySQL/MariaDB at {mysql_server} ({mysql_pass} for the whole suite) ...")
+            failed |= run(PYTHON, "-m", "pytest", *marks, *args, env=mysql_env) != 0
+            if sqlite_run.poll() is None:
+                say("Waiting for the tests on SQLite to end ...")
+            failed |= sqlite_run.wait() != 0
+        finally:
+            if sqlite_run.poll() is None:  # stopped with Ctrl-C
+                sqlite_run.terminate()
+                sqlite_run.wait()
+        sqlite_log.seek(0)
+        say("What the tests on SQLite printed:")
+        print(sqlite_log.read(), end="", flush=True)
     return 1 if failed else 0
 
 

@@ -15,16 +15,29 @@ def dev(monkeypatch):
     spec = importlib.util.spec_from_file_location("segflow_dev_script", ROOT / "dev.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    module.runs = []
+    module.runs, module.redis = [], []
     monkeypatch.setattr(module, "ensure_venv", lambda: None)
     monkeypatch.setattr(module, "ensure_installed", lambda extras: None)
     monkeypatch.setattr(module, "answers", lambda url, port: True)  # MySQL and Redis answer
 
     def run(*args, env=None):
         module.runs.append(([str(a) for a in args], (env or {}).get("DATABASE_URL")))
+        module.redis.append((env or {}).get("SEGFLOW_TEST_REDIS_URL"))
         return 0
 
+    class Finished:
+        def poll(self):
+            return 0
+
+        def wait(self):
+            return 0
+
+    def start(*args, env, output):
+        run(*args, env=env)
+        return Finished()
+
     monkeypatch.setattr(module, "run", run)
+    monkeypatch.setattr(module, "start", start)
     monkeypatch.delenv("SEGFLOW_TEST_SQLITE_ONLY", raising=False)
     return module
 
@@ -32,12 +45,16 @@ def dev(monkeypatch):
 def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
     assert dev.test(["-x"]) == 0
     said = capsys.readouterr().out.splitlines()
-    assert said[0].startswith("[segflow] The whole suite runs twice: on SQLite (about 6 minutes)")
-    assert "then on MySQL/MariaDB (about 11 minutes, 6 of them for the tests that" in said[0]
+    assert said[0].startswith("[segflow] The whole suite runs twice, on SQLite (about 6 minutes)")
+    assert "and on MySQL/MariaDB (about 11 minutes, 6 of them for the tests that" in said[0]
+    assert "both at once" in said[0]
     assert "python3 dev.py test --sqlite-only" in said[0]
     lint, *passes = dev.runs
     assert lint[0][0].endswith("lint-imports")  # the import contracts come first
     assert [database for _, database in passes] == [None, dev.MYSQL_TEST_URL]
+    # At the same time, so each pass has Redis databases of its own (a test uses n and n + 1).
+    assert dev.redis[1:] == [dev.REDIS_TEST_URL, dev.redis_database(dev.REDIS_TEST_URL, 2)]
+    assert dev.redis_database("redis://127.0.0.1:6379/11", 2) == "redis://127.0.0.1:6379/13"
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])

@@ -210,13 +210,17 @@ def redis_broker(settings):
 
     from segflow_project.celery import app
 
-    server = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11").rsplit("/", 1)[0]
-    queue = redis.Redis.from_url(f"{server}/12")
+    # The database after the tests' own (dev.py runs its two passes at once, two databases each).
+    server, _, database = os.environ.get(
+        "SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"
+    ).rpartition("/")
+    broker_url = f"{server}/{int(database) + 1}"
+    queue = redis.Redis.from_url(broker_url)
     queue.flushdb()
     settings.SEGFLOW_TASKS_INLINE = False
     # The app reads Django's settings under their CELERY_ names: `conf.broker_url` is read-only.
     broker = app.conf["CELERY_BROKER_URL"]
-    app.conf["CELERY_BROKER_URL"] = f"{server}/12"
+    app.conf["CELERY_BROKER_URL"] = broker_url
     _forget_broker_connections(app)
     yield queue
     app.conf["CELERY_BROKER_URL"] = broker
