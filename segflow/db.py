@@ -7,6 +7,7 @@ written once.
 
 from __future__ import annotations
 
+import json
 import re
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
@@ -116,6 +117,33 @@ def rows_through_index(queryset: QuerySet, index: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(hinted, params)
         return cursor.fetchall()
+
+
+def lock_queued(model: type[Model], ids: Sequence[int], index: str, queued: str) -> list[int]:
+    """Lock, skipping those another transaction holds, the rows among `ids` that are still queued
+    (`queued` IS NULL), through the queue's index (`queued`, id) as `rows_through_index` does.
+    Returns the ids of those locked, in id order.
+
+    On MariaDB each id is one lookup in the index, in id order. Given `id IN (...)`, MariaDB
+    may read every queued row by the index's first column and filter them instead: with a
+    backlog of 200,000 events that took 160 ms for a few hundred ids."""
+    ids = sorted(ids)
+    if not ids:
+        return []
+    if connection.vendor != "mysql" or not connection.mysql_is_mariadb:
+        queue = model._default_manager.filter(pk__among=ids, **{f"{queued}__isnull": True})
+        locked = queue.select_for_update(skip_locked=True).values_list("pk")
+        return sorted(pk for (pk,) in rows_through_index(locked, index))
+    quote = connection.ops.quote_name
+    pk, column = quote(model._meta.pk.column), quote(model._meta.get_field(queued).column)
+    sql = (
+        f"SELECT STRAIGHT_JOIN queued.{pk} FROM JSON_TABLE(%s, '$[*]' COLUMNS (id BIGINT PATH "
+        f"'$')) AS picked JOIN {quote(model._meta.db_table)} queued FORCE INDEX ({quote(index)}) "
+        f"ON queued.{column} IS NULL AND queued.{pk} = picked.id FOR UPDATE SKIP LOCKED"
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql, [json.dumps(ids)])
+        return sorted(row_id for (row_id,) in cursor.fetchall())
 
 
 def is_deadlock(error: DatabaseError) -> bool:

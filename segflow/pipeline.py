@@ -24,7 +24,7 @@ from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
-from .db import lock_users, rows_through_index
+from .db import lock_queued, lock_users, rows_through_index
 from .dispatch import drain_started, enqueue, enqueue_in_batches, ring_again, ring_all
 from .live_config import live_config
 from .models import QUEUE_INDEX, Event, User
@@ -246,11 +246,7 @@ def _claim_events(now: datetime, size: int) -> list[int]:
         for pk, user_id in pending.filter(pk__gt=ids[-1]).values_list("pk", "user_id")[:lookahead]
         if user_id in users
     ]
-    if later:
-        locked = Event.objects.select_for_update(skip_locked=True).filter(
-            pk__among=later, processed_at__isnull=True
-        )
-        ids += [pk for (pk,) in rows_through_index(locked.values_list("pk"), QUEUE_INDEX)]
+    ids += lock_queued(Event, later, QUEUE_INDEX, "processed_at")
     return sorted(ids)
 
 
