@@ -23,6 +23,7 @@ import socket
 import subprocess
 import tempfile
 import tomllib
+import urllib.parse
 import urllib.request
 import venv
 from pathlib import Path
@@ -122,8 +123,9 @@ def ensure_dotenv() -> None:
 def redis_database(url: str, offset: int) -> str:
     """The same Redis server, `offset` databases further on (the tests use a database and the one
     after it)."""
-    server, _, database = url.rpartition("/")
-    return f"{server}/{int(database or 0) + offset}"
+    parts = urllib.parse.urlsplit(url)
+    database = int(parts.path.strip("/") or 0) + offset
+    return urllib.parse.urlunsplit(parts._replace(path=f"/{database}"))
 
 
 def answers(url: str, default_port: int) -> bool:

@@ -224,16 +224,16 @@ def events_phase(
     sent, elapsed, latencies = load(clients, seconds, work, rate)
     last_request = started + elapsed
     total = deployment.query("SELECT COUNT(*) FROM events")[0][0] - before
+
     # Asked through the queue's index, so the question costs nothing: counting the processed
     # events took MariaDB a scan of the whole phase every 50 ms, which the phase then paid for.
-    done_at = wait_until(
-        lambda: 0
-        if deployment.query(
+    def finished() -> int:
+        left = deployment.query(
             "SELECT id FROM events WHERE processed_at IS NULL AND id > %s LIMIT 1", (first,)
         )
-        else total,
-        total,
-    )
+        return 0 if left else total
+
+    done_at = wait_until(finished, total)
     print(
         f"  {label}: {total / elapsed:8.0f} events/s accepted, "
         f"{total / (done_at - started):8.0f} events/s finished; last processed "

@@ -55,6 +55,7 @@ def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
     # At the same time, so each pass has Redis databases of its own (a test uses n and n + 1).
     assert dev.redis[1:] == [dev.REDIS_TEST_URL, dev.redis_database(dev.REDIS_TEST_URL, 2)]
     assert dev.redis_database("redis://127.0.0.1:6379/11", 2) == "redis://127.0.0.1:6379/13"
+    assert dev.redis_database("redis://:secret@cache:6380", 2) == "redis://:secret@cache:6380/2"
 
 
 @pytest.mark.parametrize("how", ["option", "environment"])

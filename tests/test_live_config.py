@@ -7,6 +7,7 @@ import os
 import shutil
 import textwrap
 from pathlib import Path
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from django.core import mail
@@ -211,10 +212,8 @@ def redis_broker(settings):
     from segflow_project.celery import app
 
     # The database after the tests' own (dev.py runs its two passes at once, two databases each).
-    server, _, database = os.environ.get(
-        "SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"
-    ).rpartition("/")
-    broker_url = f"{server}/{int(database) + 1}"
+    tests = urlsplit(os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"))
+    broker_url = urlunsplit(tests._replace(path=f"/{int(tests.path.strip('/') or 0) + 1}"))
     queue = redis.Redis.from_url(broker_url)
     queue.flushdb()
     settings.SEGFLOW_TASKS_INLINE = False
