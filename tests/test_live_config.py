@@ -212,7 +212,9 @@ def redis_broker(settings):
     from segflow_project.celery import app
 
     # The database after the tests' own (dev.py runs its two passes at once, two databases each).
-    tests = urlsplit(os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:6379/11"))
+    from .deployment import REDIS_URL
+
+    tests = urlsplit(REDIS_URL)
     broker_url = urlunsplit(tests._replace(path=f"/{int(tests.path.strip('/') or 0) + 1}"))
     queue = redis.Redis.from_url(broker_url)
     queue.flushdb()
