@@ -10,6 +10,7 @@ from typing import Any
 
 from django.db import IntegrityError, OperationalError, connection, transaction
 from django.db.models import F
+from django.db.models.base import ModelState
 from django.utils import timezone
 
 from .db import (
@@ -196,15 +197,25 @@ class NewEvent:
     context: dict[str, Any] = field(default_factory=dict)
 
     def row(self, now: datetime) -> Event:
-        return Event(
+        """The event's row, not yet saved."""
+        # Made as Django makes rows it reads, not through Model.__init__, which cost more than
+        # storing them for a batch of 500 (bench/README.md). Every column is set: see
+        # tests/test_event_ingest.py.
+        event = Event.__new__(Event)
+        event.__dict__.update(
+            id=None,
             user_id=self.user_id,
             name=self.name,
             attributes=self.attributes,
-            message_id=self.message_id,
             timestamp=self.timestamp or now,
-            context=self.context,
             created_at=now,
+            message_id=self.message_id,
+            context=self.context,
+            processed_at=None,
+            swept_at=None,
         )
+        event._state = ModelState()
+        return event
 
 
 @dataclass(frozen=True)
@@ -497,6 +508,7 @@ def _insert_returning_ids(rows: list[Event], prepared: Prepared | None = None) -
     Written out: for 500 events the ORM spent more building the statement than running it."""
     size = max(1, connection.ops.bulk_batch_size(_inserted_fields(), rows))
     returning = f" RETURNING {connection.ops.quote_name(Event._meta.pk.column)}"
+    alias = connection.alias
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
@@ -505,7 +517,7 @@ def _insert_returning_ids(rows: list[Event], prepared: Prepared | None = None) -
             if len(ids) != len(chunk):
                 raise IntegrityError(f"{len(chunk)} events inserted, {len(ids)} ids returned")
             for row, pk in zip(chunk, ids, strict=True):
-                _mark_saved(row, pk)
+                _mark_saved(row, pk, alias)
 
 
 def _inserts_return_rows() -> bool:
@@ -526,7 +538,7 @@ def _insert_ignore_returning(rows: list[Event], prepared: Prepared | None = None
         f" RETURNING {quote(Event._meta.pk.column)}, "
         f"{quote(Event._meta.get_field('message_id').column)}"
     )
-    inserted = []
+    inserted, alias = [], connection.alias
     with connection.cursor() as cursor:
         for start in range(0, len(rows), size):
             chunk = rows[start : start + size]
@@ -537,7 +549,7 @@ def _insert_ignore_returning(rows: list[Event], prepared: Prepared | None = None
             pk, message_id = next(returned, (None, None))
             for row in chunk:
                 if pk is not None and (row.message_id is None or row.message_id == message_id):
-                    _mark_saved(row, pk)
+                    _mark_saved(row, pk, alias)
                     inserted.append(True)
                     pk, message_id = next(returned, (None, None))
                 elif row.message_id is None:
@@ -627,6 +639,6 @@ def _insert_params(rows: list[Event], prepared: Prepared | None = None) -> list:
 _UNSET, _EMPTY = object(), object()  # (nothing prepared yet; any empty JSON object)
 
 
-def _mark_saved(row: Event, pk: int) -> None:
-    row.pk = pk
-    row._state.adding, row._state.db = False, connection.alias
+def _mark_saved(row: Event, pk: int, alias: str | None = None) -> None:
+    row.id = pk
+    row._state.adding, row._state.db = False, alias or connection.alias

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import json
 import math
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime, timedelta, timezone
 
 import pytest
 from hypothesis import given, settings
@@ -138,9 +138,16 @@ def test_integers_beyond_64_bits_stay_integers():
     }
 
 
+# UTC, no zone, fixed offsets in whole minutes (as senders write them) and in seconds.
+zones = (
+    st.just(UTC)
+    | st.none()
+    | st.integers(-23 * 60, 23 * 60).map(lambda m: timezone(timedelta(minutes=m)))
+    | st.integers(-86399, 86399).map(lambda s: timezone(timedelta(seconds=s)))
+)
 answers = st.recursive(
     json_values
-    | st.datetimes(timezones=st.just(UTC))
+    | st.datetimes(timezones=zones)
     | st.datetimes(timezones=st.just(UTC)).map(lambda d: d.date())
     | st.timedeltas(max_value=timedelta(days=9999), min_value=timedelta(days=-9999))
     | st.sampled_from(["\u2028", "\u2029", "a\u2028b", "1e-5", "0.00001"]),
@@ -155,6 +162,16 @@ answers = st.recursive(
 @given(answers)
 def test_any_answer_is_written_byte_for_byte_as_drf_wrote_it(data):
     assert FastJSONRenderer().render(data) == JSONRenderer().render(data)
+
+
+def test_one_instant_is_written_in_each_zone_it_was_given_in():
+    utc = datetime(2026, 3, 2, 9, 0, 0, 123456, tzinfo=UTC)
+    paris = utc.astimezone(timezone(timedelta(hours=1)))
+    data = {"events": [{"at": utc, "again": utc}, {"at": paris}, {"at": utc.replace(tzinfo=None)}]}
+    rendered = FastJSONRenderer().render(data)
+    assert rendered == JSONRenderer().render(data)
+    assert rendered.count(b"2026-03-02T09:00:00.123456Z") == 2
+    assert b"2026-03-02T10:00:00.123456+01:00" in rendered
 
 
 @pytest.mark.parametrize(

@@ -285,6 +285,24 @@ def test_a_batch_mixing_events_with_and_without_ids_is_stored_in_order(shop):
     assert Event.objects.count() == 4
 
 
+def test_stored_events_are_whole_rows_that_save_and_read_like_any_other(shop):
+    """Events are made without Model.__init__ on the hot path: each must still hold every column
+    (none left to load on access) and be known as saved."""
+    new = NewEvent("ann", "viewed", {"page": "/"}, message_id="m-9")
+    [recorded] = store_events([new])
+    event = recorded.event
+    built = Event(user_id="ann", name="viewed")
+    assert set(event.__dict__) - {"_state"} == set(built.__dict__) - {"_state"}
+    assert event.get_deferred_fields() == set()
+    assert (event._state.adding, event._state.db) == (False, connection.alias)
+    assert event.pk == Event.objects.get(message_id="m-9").pk
+    assert event.user.attributes["name"] == "Ann"
+    event.attributes = {"page": "/cart"}
+    event.save(update_fields=["attributes"])
+    assert Event.objects.get(pk=event.pk).attributes == {"page": "/cart"}
+    assert Event.objects.count() == 1  # (saved in place, not inserted again)
+
+
 # -- timestamp ----------------------------------------------------------------------------------
 
 
