@@ -303,6 +303,32 @@ def test_stored_events_are_whole_rows_that_save_and_read_like_any_other(shop):
     assert Event.objects.count() == 1  # (saved in place, not inserted again)
 
 
+def test_a_batch_stores_quotes_backslashes_and_percent_signs_as_given():
+    """On MySQL/MariaDB a batch's VALUES are written out, not sent as parameters."""
+    texts = ["o'brien", "back\\slash", "50%s", "%(x)s", 'say "hi"', "é😀", "a\\'; --"]
+    new = [
+        NewEvent(
+            user_id=text,
+            name=f"name {text}",
+            attributes={"text": text, "nested": [text, {text: None}], "nul": "\u0000"},
+            message_id=f"m {text}",
+            context={"library": {"name": text}},
+        )
+        for text in texts
+    ]
+    recorded = store_events(new)
+    assert [r.duplicate for r in recorded] == [False] * len(texts)
+    for given, r in zip(new, recorded, strict=True):
+        stored = Event.objects.get(pk=r.event.pk)
+        assert (stored.user_id, stored.name, stored.message_id) == (
+            given.user_id,
+            given.name,
+            given.message_id,
+        )
+        assert (stored.attributes, stored.context) == (given.attributes, given.context)
+    assert set(User.objects.values_list("pk", flat=True)) == set(texts)
+
+
 # -- timestamp ----------------------------------------------------------------------------------
 
 
