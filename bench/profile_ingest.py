@@ -41,10 +41,19 @@ def main() -> None:
     )
     parser.add_argument(
         "--path",
-        choices=["user-events", "bare-event", "v1-track", "new-user", "patch-user", "batch"],
+        choices=[
+            "user-events",
+            "bare-event",
+            "v1-track",
+            "new-user",
+            "patch-user",
+            "batch",
+            "v1-batch",
+        ],
         default="user-events",
         help="an event for a known user (with a message id, without one, or through /v1/), "
-        "PUT of a new user, PATCH of a known one, POST /api/events of 500 events",
+        "PUT of a new user, PATCH of a known one, POST /api/events of 500 events (or /v1/batch "
+        "of 500 tracks)",
     )
     args = parser.parse_args()
     # One connection for the whole run, so that its statement count covers every request.
@@ -91,6 +100,14 @@ def run(args) -> None:
             body = {
                 "events": [
                     {"user_id": f"user-{(n * 500 + k) % USERS}", "name": "login"}
+                    for k in range(500)
+                ]
+            }
+        elif args.path == "v1-batch":
+            path, authorization = "/v1/batch", "Basic " + _b64(f"{key}:")
+            body = {
+                "batch": [
+                    {"type": "track", "userId": f"user-{(n * 500 + k) % USERS}", "event": "login"}
                     for k in range(500)
                 ]
             }

@@ -317,6 +317,28 @@ def test_over_32_kb_a_message_is_refused_naming_the_limit(v1, shop):
     assert not Event.objects.exists()
 
 
+def test_a_batched_message_is_measured_as_json_writes_it_up_to_the_last_byte(v1, shop):
+    """Floats written as Python writes them (1e-05) count to the limit, byte for byte."""
+
+    def message(size: int) -> dict:
+        found = {
+            "type": "track",
+            "userId": "bob",
+            "event": "x",
+            "properties": {"f": [1e-05] * 4000},
+        }
+        written = len(json.dumps(found, ensure_ascii=False, separators=(",", ":")).encode())
+        found["properties"]["pad"] = "x" * (size - written - len(',"pad":""'))
+        return found
+
+    ok(post(v1, "/v1/batch", {"batch": [message(32 * 1024)]}))
+    response = post(v1, "/v1/batch", {"batch": [message(32 * 1024 + 1)]})
+    assert assert_refused(response, 400, "batch[0]").startswith("batch[0]: larger than the limit")
+    huge = {"type": "track", "userId": "bob", "event": "x", "properties": {"n": 2**70}}
+    ok(post(v1, "/v1/batch", {"batch": [huge]}))
+    assert Event.objects.count() == 2
+
+
 def test_a_batch_may_carry_500_kb_and_no_more(v1, shop):
     message = {"type": "track", "userId": "bob", "event": "x", "properties": {"t": "x" * 31_000}}
     sixteen = {"batch": [message] * 16}  # about 497 KB
