@@ -100,6 +100,36 @@ def test_a_bad_event_refuses_the_whole_batch_and_names_it(api, jane, body, field
     assert not User.objects.filter(pk="a").exists()
 
 
+def nested(levels: int, outer: type = dict) -> dict:
+    """Attributes `levels` deep, their innermost value counted: objects and arrays in turn (the
+    outermost an `outer`), a value beside each."""
+    value: object = "leaf"
+    for level in reversed(range(levels - 2)):
+        value = {"n": level, "in": value} if (level % 2 == 0) == (outer is dict) else [level, value]
+    return {"flat": 1, "deep": value}
+
+
+@pytest.mark.parametrize("outer", [dict, list])
+@pytest.mark.parametrize("levels", [2, 3, 16])
+def test_attributes_may_nest_16_levels(api, jane, levels, outer):
+    events = [{"user_id": "a", "name": "x", "attributes": nested(levels, outer)}]
+    assert send(api, "POST", "/api/events", {"events": events}).status_code == 201
+    assert Event.objects.get(user_id="a").attributes == nested(levels, outer)
+
+
+@pytest.mark.parametrize("outer", [dict, list])
+def test_attributes_nested_17_levels_refuse_the_batch(api, jane, outer):
+    before = stored()
+    events = [
+        {"user_id": "a", "name": "x", "attributes": {"plan": "pro"}},
+        {"user_id": "a", "name": "x", "attributes": nested(17, outer)},
+    ]
+    response = send(api, "POST", "/api/events", {"events": events})
+    error = assert_refused(response, 400, "events[1].attributes")
+    assert error == "events[1].attributes: must not be nested more than 16 levels deep"
+    assert stored() == before
+
+
 def test_a_batch_over_the_limit_is_refused(api, jane, settings):
     settings.SEGFLOW_MAX_EVENTS_PER_REQUEST = 3
     before = stored()

@@ -118,6 +118,8 @@ def user_attributes(value: Any, field: str = "attributes") -> dict:
 
 
 def _depth(value: Any) -> int:
+    if isinstance(value, dict) and not any(isinstance(v, _NESTING) for v in value.values()):
+        return 1  # (most attributes: no object or array inside)
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
@@ -127,6 +129,9 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
     return deepest
+
+
+_NESTING = (dict, list)
 
 
 def json_type(value: Any) -> str:
