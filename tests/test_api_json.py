@@ -132,6 +132,17 @@ def test_refused_bodies_say_what_they_always_said(body, error):
     assert str(caught.value.detail) == error
 
 
+@pytest.mark.parametrize(
+    "number",
+    [2**63 - 1, 2**63, 2**64 - 1, 2**64, -(2**63), -(2**63) - 1, 10**18, 10**19, 10**40],
+)
+def test_integers_at_and_beyond_64_bits_read_as_the_json_module_reads_them(number):
+    body = json.dumps({"events": [{"n": number, "list": [1, number, "x"]}]}).encode()
+    read = strict_json(body, "utf-8")
+    assert read == json.loads(body)
+    assert type(read["events"][0]["n"]) is int
+
+
 def test_integers_beyond_64_bits_stay_integers():
     assert strict_json(b'{"n": 123456789012345678901234567890}', "utf-8") == {
         "n": 123456789012345678901234567890

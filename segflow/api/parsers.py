@@ -1,5 +1,4 @@
 import json
-import re
 
 import orjson
 from django.conf import settings
@@ -26,14 +25,16 @@ class StrictJSONParser(JSONParser):
         return strict_json(body, (parser_context or {}).get("encoding", settings.DEFAULT_CHARSET))
 
 
-# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float.
-_LONG_NUMBER = re.compile(rb"[0-9]{19}")
+# A run of 19 digits may be an integer beyond 64 bits, which orjson reads as a float. Found as
+# a run of zeros once every digit is one: a regular expression took four times orjson's parse.
+_DIGITS_AS_ZERO = bytes.maketrans(b"123456789", b"000000000")
+_LONG_NUMBER = b"0" * 19
 _UTF8 = ("utf-8", "utf8")
 
 
 def strict_json(body: bytes, encoding: str):
     """The JSON in `body`, or a ParseError that says what is wrong with it."""
-    if encoding.lower() in _UTF8 and not _LONG_NUMBER.search(body):
+    if encoding.lower() in _UTF8 and _LONG_NUMBER not in body.translate(_DIGITS_AS_ZERO):
         # orjson refuses all that the checks below refuse (NaN, infinities, lone surrogates,
         # invalid UTF-8) and reads the rest alike; anything it refuses is read again below, so
         # that the error says the same as ever.
