@@ -82,7 +82,9 @@ def event_detail(event: Event) -> dict[str, Any]:
 def recorded_detail(recorded: Recorded) -> dict[str, Any]:
     """A POSTed event as stored; `duplicate`: its message id was stored before, and this is the
     event stored then (nothing was stored or done again)."""
-    return {**event_detail(recorded.event), "duplicate": recorded.duplicate}
+    detail = event_detail(recorded.event)
+    detail["duplicate"] = recorded.duplicate
+    return detail
 
 
 def events_answer(recorded: list[Recorded]) -> tuple[int, dict[str, Any]]:

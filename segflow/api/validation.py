@@ -26,6 +26,8 @@ def body_object(
 ) -> dict:
     """`data` as a JSON object with only `allowed` keys and all `required` ones; `field` names
     where it sits in the body (nothing for the body itself)."""
+    if isinstance(data, dict) and data.keys() <= allowed and data.keys() >= required:
+        return data
     if not isinstance(data, dict):
         raise InvalidInput(field or "body", f"must be a JSON object, got {json_type(data)}")
     prefix = f"{field}." if field else ""
@@ -118,8 +120,12 @@ def user_attributes(value: Any, field: str = "attributes") -> dict:
 
 
 def _depth(value: Any) -> int:
-    if isinstance(value, dict) and not any(isinstance(v, _NESTING) for v in value.values()):
-        return 1  # (most attributes: no object or array inside)
+    if isinstance(value, dict):  # (most attributes: no object or array inside)
+        for item in value.values():
+            if isinstance(item, _NESTING):
+                break
+        else:
+            return 2 if value else 1
     deepest, stack = 0, [(value, 1)]
     while stack:
         item, depth = stack.pop()
