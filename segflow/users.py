@@ -613,8 +613,11 @@ def _execute_insert(
     """Run the INSERT of `rows` (`verb`: see `_insert_sql`), then `returning`."""
     written = prepared.get(id(rows[0])) if prepared is not None else None
     if isinstance(written, bytes):
-        values = b", ".join([prepared[id(row)] for row in rows])
-        cursor.execute(_insert_head(verb).encode() + values + returning.encode())
+        # (As text: what the connection's wrappers and logging expect of a statement.)
+        values = b", ".join([prepared[id(row)] for row in rows]).decode(
+            connection.connection.encoding
+        )
+        cursor.execute(_insert_head(verb) + values + returning)
     else:
         cursor.execute(_insert_sql(len(rows), verb) + returning, _insert_params(rows, prepared))
 
