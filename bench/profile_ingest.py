@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import cProfile
+import gc
 import io
 import json
 import pstats
@@ -36,6 +37,17 @@ def main() -> None:
     parser.add_argument("--requests", type=int, default=2000)
     parser.add_argument("--repeat", type=int, default=3, help="timed rounds, each of --requests")
     parser.add_argument("--cprofile", action="store_true", help="profile one more round")
+    parser.add_argument(
+        "--gc-freeze",
+        action="store_true",
+        help="move what warming up made out of the garbage collector's sight (gc.freeze)",
+    )
+    parser.add_argument(
+        "--gc-threshold",
+        type=int,
+        default=0,
+        help="the youngest generation's threshold (gc.set_threshold; Python's default 700)",
+    )
     parser.add_argument(
         "--django", action="store_true", help="Django's application alone, without the lean path"
     )
@@ -161,8 +173,14 @@ def run(args) -> None:
 
     for _ in range(200):  # warm up: imports, connections, caches
         one()
+    if args.gc_freeze:
+        gc.freeze()
+    if args.gc_threshold:
+        gc.set_threshold(args.gc_threshold, *gc.get_threshold()[1:])
+    collecting = CollectorTime()
     for round_ in range(1, args.repeat + 1):
         before = statements()
+        collecting.reset()
         wall, cpu = time.perf_counter(), time.process_time()
         for _ in range(args.requests):
             one()
@@ -172,7 +190,9 @@ def run(args) -> None:
             f"round {round_}: {args.requests} requests in {wall:.2f} s: "
             f"{args.requests / wall:,.0f} requests/s, {wall / args.requests * 1000:.2f} ms "
             f"a request, {cpu / args.requests * 1000:.2f} ms CPU a request (this process), "
-            f"{sent / args.requests:.2f} statements a request"
+            f"{sent / args.requests:.2f} statements a request, "
+            f"{collecting.seconds / args.requests * 1000:.2f} ms a request in the garbage "
+            f"collector ({collecting.full} full collections)"
         )
     if args.cprofile:
         profiler = cProfile.Profile()
@@ -183,6 +203,25 @@ def run(args) -> None:
         stats = pstats.Stats(profiler)
         stats.sort_stats("cumulative").print_stats(40)
         stats.sort_stats("tottime").print_stats(25)
+
+
+class CollectorTime:
+    """Time spent in Python's cyclic garbage collector, and how many collections were of the
+    oldest generation (which walk every object the process holds)."""
+
+    def __init__(self) -> None:
+        self.reset()
+        gc.callbacks.append(self._callback)
+
+    def reset(self) -> None:
+        self.seconds, self.full, self._started = 0.0, 0, 0.0
+
+    def _callback(self, phase: str, info: dict) -> None:
+        if phase == "start":
+            self._started = time.perf_counter()
+        else:
+            self.seconds += time.perf_counter() - self._started
+            self.full += info["generation"] == 2
 
 
 def uuid4() -> str:

@@ -17,6 +17,16 @@ app.conf.CELERY_DB_REUSE_MAX = 1_000_000_000
 app.autodiscover_tasks()
 
 
+@signals.worker_init.connect
+@signals.worker_process_init.connect
+def _settle_collector(**kwargs) -> None:
+    # In the main process before it forks the pool (the children share what it froze), and in
+    # each child once it has set up.
+    from segflow import collector
+
+    collector.settle()
+
+
 @signals.task_prerun.connect
 @signals.task_postrun.connect
 def _close_old_connections(**kwargs) -> None:

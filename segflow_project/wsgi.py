@@ -11,3 +11,8 @@ django_application = get_wsgi_application()
 from segflow.api.lean import LeanIngest  # noqa: E402 - needs the apps loaded above
 
 application = LeanIngest(django_application)
+
+# What is loaded now lives as long as the process: out of the garbage collector's way.
+from segflow import collector  # noqa: E402
+
+collector.settle()
