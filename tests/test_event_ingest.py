@@ -4,10 +4,13 @@ happened, which decides whether a transaction still fires."""
 from __future__ import annotations
 
 import threading
+import uuid
 from datetime import timedelta
 
 import pytest
 from django.db import close_old_connections, connection
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from delivery.models import OutboxEmail
 from segflow.models import Event, User
@@ -303,6 +306,17 @@ def test_stored_events_are_whole_rows_that_save_and_read_like_any_other(shop):
     assert Event.objects.count() == 1  # (saved in place, not inserted again)
 
 
+def assert_stored_as_given(new: list[NewEvent], recorded: list) -> None:
+    for event_in, r in zip(new, recorded, strict=True):
+        row = Event.objects.get(pk=r.event.pk)
+        assert (row.user_id, row.name, row.message_id) == (
+            event_in.user_id,
+            event_in.name,
+            event_in.message_id,
+        )
+        assert (row.attributes, row.context) == (event_in.attributes, event_in.context)
+
+
 def test_a_batch_stores_quotes_backslashes_and_percent_signs_as_given():
     """On MySQL/MariaDB a batch's VALUES are written out, not sent as parameters."""
     texts = ["o'brien", "back\\slash", "50%s", "%(x)s", 'say "hi"', "é😀", "a\\'; --"]
@@ -318,15 +332,50 @@ def test_a_batch_stores_quotes_backslashes_and_percent_signs_as_given():
     ]
     recorded = store_events(new)
     assert [r.duplicate for r in recorded] == [False] * len(texts)
-    for given, r in zip(new, recorded, strict=True):
-        stored = Event.objects.get(pk=r.event.pk)
-        assert (stored.user_id, stored.name, stored.message_id) == (
-            given.user_id,
-            given.name,
-            given.message_id,
-        )
-        assert (stored.attributes, stored.context) == (given.attributes, given.context)
+    assert_stored_as_given(new, recorded)
     assert set(User.objects.values_list("pk", flat=True)) == set(texts)
+
+
+# Text as a database may hold it in an id: no control characters; anything in attributes.
+id_text = st.text(st.characters(blacklist_categories=("Cc", "Cs")), min_size=1, max_size=40).filter(
+    str.strip
+)
+json_leaves = st.none() | st.booleans() | st.integers(-(2**63), 2**63 - 1) | st.text(max_size=30)
+json_objects = st.dictionaries(
+    st.text(max_size=10),
+    st.recursive(
+        json_leaves,
+        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=5), inner),
+        max_leaves=8,
+    ),
+    max_size=4,
+)
+
+
+@settings(max_examples=30, suppress_health_check=[HealthCheck.function_scoped_fixture])
+@given(
+    batch=st.lists(
+        st.tuples(id_text, id_text, json_objects, st.none() | id_text, json_objects),
+        min_size=1,
+        max_size=6,
+    )
+)
+def test_any_batch_is_stored_as_given(db, batch):
+    """Whatever text a batch holds, each event reads back as it was given (on MySQL/MariaDB
+    through the statement segflow writes out itself)."""
+    run = uuid.uuid4().hex[:8]
+    new = [
+        NewEvent(
+            user_id=f"{run}{user_id}",
+            name=name,
+            attributes=attributes,
+            message_id=None if message_id is None else f"{run}{n}{message_id}",
+            context=context,
+        )
+        for n, (user_id, name, attributes, message_id, context) in enumerate(batch)
+    ]
+    recorded = store_events(new)
+    assert_stored_as_given(new, recorded)
 
 
 # -- timestamp ----------------------------------------------------------------------------------
