@@ -628,44 +628,66 @@ Prepared = dict[int, list | bytes]
 
 
 def _prepared_params(rows: list[Event]) -> Prepared:
-    flat, width = _insert_params(rows), len(_INSERTED_FIELDS)
     if connection.vendor == "mysql":
-        return _written_values(rows, flat, width)
+        return _written_values(rows)
+    flat, width = _insert_params(rows), len(_INSERTED_FIELDS)
     return {id(row): flat[n * width : (n + 1) * width] for n, row in enumerate(rows)}
 
 
-def _written_values(rows: list[Event], flat: list, width: int) -> dict[int, bytes]:
+def _written_values(rows: list[Event]) -> dict[int, bytes]:
     """The rows' VALUES as SQL, each value escaped by the driver's own function. The driver
     escapes a statement's parameters one call each, a tenth of a batch's CPU in the web process
-    (bench/README.md); here each distinct value object (the batch's time, `{}`) is written once."""
+    (bench/README.md); here each distinct text (a name, a user with several events) and each
+    other value object (the batch's time, `{}`) is prepared and written once."""
     connection.ensure_connection()
     driver = connection.connection
     escape, encoding = driver.string_literal, driver.encoding
-    written: dict[int, bytes] = {}
-    literals = []
-    for value in flat:
-        literal = written.get(id(value))
-        if literal is None:
+    fields = _inserted_fields()
+    columns = [(f, f.attname, _stored_as_is(f)) for f in fields]
+    texts: dict[str, bytes] = {}
+    others: dict[int, bytes] = {_EMPTY_KEY: escape(b"{}")}  # (by id(): the rows hold them)
+    written = {}
+    for row in rows:
+        values = row.__dict__
+        literals = []
+        for f, attname, as_is in columns:
+            value = values[attname]
             if value is None:
                 literal = b"NULL"
-            elif type(value) is str:
-                literal = escape(value.encode(encoding))
+            elif as_is and type(value) is str:
+                literal = texts.get(value)
+                if literal is None:
+                    literal = texts[value] = escape(value.encode(encoding))
             else:
-                literal = driver.literal(value)
-            written[id(value)] = literal
-        literals.append(literal)
-    return {
-        id(row): b"(" + b", ".join(literals[n * width : (n + 1) * width]) + b")"
-        for n, row in enumerate(rows)
-    }
+                key = _EMPTY_KEY if type(value) is dict and not value else id(value)
+                literal = others.get(key)
+                if literal is None:
+                    prepared = f.get_db_prep_save(value, connection)
+                    if prepared is None:
+                        literal = b"NULL"
+                    elif type(prepared) is str:
+                        literal = escape(prepared.encode(encoding))
+                    else:
+                        literal = driver.literal(prepared)
+                    others[key] = literal
+            literals.append(literal)
+        written[id(row)] = b"(" + b", ".join(literals) + b")"
+    return written
+
+
+_EMPTY_KEY = -1  # (no object's id(): any empty JSON object)
+
+
+def _stored_as_is(f) -> bool:
+    """Whether the field stores a str unchanged (a CharField, or a key to one)."""
+    return isinstance(getattr(f, "target_field", f), CharField)
 
 
 def _insert_params(rows: list[Event], prepared: Prepared | None = None) -> list:
     if prepared is not None:
         return [value for row in rows for value in prepared[id(row)]]
     fields = _inserted_fields()
-    # Text is stored as it is (a CharField, or a key to one, prepares a str unchanged).
-    text = [isinstance(getattr(f, "target_field", f), CharField) for f in fields]
+    text = [_stored_as_is(f) for f in fields]
     # Rows of one batch share many values (its time, an empty context): each is prepared once.
     last: list[tuple[Any, Any]] = [(_UNSET, None)] * len(fields)
     params = []
