@@ -198,9 +198,10 @@ def event_batch(data: Any, limit: int) -> list[NewEvent]:
     if len(items) > limit:
         raise InvalidInput("events", f"must hold at most {limit} events, got {len(items)}")
     events = []
+    allowed, required = EVENT_FIELDS | {"user_id"}, {"user_id", "name"}
     for n, item in enumerate(items):
         field = f"events[{n}]"
-        body_object(item, EVENT_FIELDS | {"user_id"}, {"user_id", "name"}, field=field)
+        body_object(item, allowed, required, field=field)
         user_id = path_safe_user_id(item["user_id"], f"{field}.user_id")
         events.append(event(item, user_id, field))
     return events
