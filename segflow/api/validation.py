@@ -119,6 +119,9 @@ def user_attributes(value: Any, field: str = "attributes") -> dict:
     return value
 
 
+_NESTING = (dict, list)
+
+
 def _depth(value: Any) -> int:
     if isinstance(value, dict):  # (most attributes: no object or array inside)
         for item in value.values():
@@ -135,9 +138,6 @@ def _depth(value: Any) -> int:
         elif isinstance(item, list):
             stack.extend((v, depth + 1) for v in item)
     return deepest
-
-
-_NESTING = (dict, list)
 
 
 def json_type(value: Any) -> str:
