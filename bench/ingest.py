@@ -27,7 +27,8 @@ import json
 import threading
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import ExitStack, contextmanager
 
 from harness import Deployment, scratch_dir, summary
 from postmark_standin import PostmarkStandIn
@@ -191,6 +192,7 @@ def events_phase(
 ) -> None:
     before = deployment.query("SELECT COUNT(*) FROM events")[0][0]
     first = deployment.query("SELECT COALESCE(MAX(id), 0) FROM events")[0][0]
+    reads_before = pages_read(deployment)
 
     def event(n: int, i: int, k: int = 0) -> dict:
         number = (n * 100_003 + i * batch + k) % 1_000_003
@@ -238,9 +240,50 @@ def events_phase(
         f"  {label}: {total / elapsed:8.0f} events/s accepted, "
         f"{total / (done_at - started):8.0f} events/s finished; last processed "
         f"{done_at - last_request:.2f} s after the last request; request {summary(latencies)}"
-        f"\n    CPU per event: {cpu.per(total)}",
+        f"\n    CPU per event: {cpu.per(total)}; pages MariaDB read from disk: "
+        f"{pages_read(deployment) - reads_before:,}",
         flush=True,
     )
+
+
+def pages_read(deployment: Deployment) -> int:
+    """Pages the database server read from disk so far: once `events` outgrows the buffer pool,
+    inserts into its indexes wait for them (see docs/commands.md, "The database server")."""
+    rows = deployment.query("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_reads'")
+    return int(rows[0][1])
+
+
+@contextmanager
+def buffer_pool(deployment: Deployment, size: str | None) -> Iterator[int]:
+    """The server's InnoDB buffer pool, resized to `size` (as "512M") for the run and then back:
+    the benchmark's MariaDB is shared, and the setting is the server's, not the database's."""
+    (was,) = deployment.query("SELECT @@innodb_buffer_pool_size")[0]
+    if size:
+        deployment.query(f"SET GLOBAL innodb_buffer_pool_size = {parse_size(size)}")
+        wait_resized(deployment)
+    try:
+        yield deployment.query("SELECT @@innodb_buffer_pool_size")[0][0]
+    finally:
+        if size:
+            deployment.query(f"SET GLOBAL innodb_buffer_pool_size = {was}")
+            wait_resized(deployment)
+
+
+def parse_size(size: str) -> int:
+    units = {"K": 1 << 10, "M": 1 << 20, "G": 1 << 30}
+    if size[-1:].upper() in units:
+        return int(size[:-1]) * units[size[-1].upper()]
+    return int(size)
+
+
+def wait_resized(deployment: Deployment) -> None:
+    # The server resizes in the background; its status says when it has finished.
+    for _ in range(600):
+        rows = deployment.query("SHOW GLOBAL STATUS LIKE 'Innodb_buffer_pool_resize_status'")
+        status = rows[0][1] if rows else ""
+        if not status or "complete" in status.lower():
+            return
+        time.sleep(0.1)
 
 
 class CpuShares:
@@ -327,6 +370,12 @@ def main() -> None:
         metavar="NAME=VALUE",
         help="a setting for the production processes (SEGFLOW_DRAIN_BATCH_SIZE=1000, ...)",
     )
+    parser.add_argument(
+        "--buffer-pool",
+        metavar="SIZE",
+        help="resize MariaDB's InnoDB buffer pool (512M, 1G) for the run, and back after it: "
+        "the server's own size (128M unless configured) by default",
+    )
     args = parser.parse_args()
     settings = dict(pair.split("=", 1) for pair in args.env)
     for segments in args.segments:
@@ -346,12 +395,14 @@ def main() -> None:
                 env=env,
             )
             try:
+                stack = ExitStack()
                 client = deployment.up(
                     workers=args.workers,
                     web_workers=args.web_workers,
                     web_threads=args.web_threads,
                 )
                 api = Api(deployment.url, deployment.api_key)
+                pool = stack.enter_context(buffer_pool(deployment, args.buffer_pool))
                 memory = Memory(deployment)
                 deployment.query(
                     "INSERT INTO users (id, attributes, created_at, updated_at, version, "
@@ -370,7 +421,7 @@ def main() -> None:
                     f"{segments} segments, {args.users} users (process layout: granian "
                     f"{args.web_workers} x {args.web_threads} threads, {args.workers} worker(s) "
                     f"x {args.concurrency} ({args.pool}), beat "
-                    f"{BEAT_LAYOUT[args.beat]}):",
+                    f"{BEAT_LAYOUT[args.beat]}; MariaDB's buffer pool {pool >> 20} MB):",
                     flush=True,
                 )
                 run = (deployment, api)
@@ -405,6 +456,7 @@ def main() -> None:
                     users_phase(deployment, api, standin, 8, args.seconds)
                 print(f"  peak memory of the production processes: {memory.stop()}", flush=True)
             finally:
+                stack.close()
                 deployment.down()
 
 
