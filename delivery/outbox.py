@@ -82,11 +82,11 @@ class EmailOrigin:
 class OutboxWriter:
     """Queues the emails of a batch of cursor steps or events with few statements.
 
-    The rows the batch's causes already stored (by cursor or by event) and the suppressions and
-    unsubscriptions of its users are read once, up front; the new rows wait in memory until
-    `flush` inserts them all in one statement (and gives them their ids); the deliveries go out
-    after commit as one task. The caller holds the locks of the users (and cursors), so no other
-    worker stores emails for the same causes meanwhile.
+    The rows the batch's causes already stored (by cursor, or by the keys it will write) and the
+    suppressions and unsubscriptions of its users are read once, up front; the new rows wait in
+    memory until `flush` inserts them all in one statement (and gives them their ids); the
+    deliveries go out after commit as one task. The caller holds the locks of the users (and
+    cursors), so no other worker stores emails for the same causes meanwhile.
     """
 
     def __init__(
@@ -95,7 +95,7 @@ class OutboxWriter:
         users: list[User],
         *,
         cursor_ids: list[int] = (),
-        event_ids: list[int] = (),
+        keys: list[str] = (),
         campaign: bool,
     ) -> None:
         self.config = config
@@ -103,10 +103,10 @@ class OutboxWriter:
             {
                 row.key: row
                 for row in OutboxEmail.objects.filter(
-                    Q(cursor_id__in=list(cursor_ids)) | Q(event_id__in=list(event_ids))
+                    Q(cursor_id__in=list(cursor_ids)) | Q(key__in=list(keys))
                 )
             }
-            if cursor_ids or event_ids
+            if cursor_ids or keys
             else {}
         )
         self.blocked = block_reasons([(user.pk, user.email) for user in users], campaign=campaign)

@@ -36,19 +36,25 @@ def send_transactions(
     pushed = set(
         Transaction.objects.filter(event__in=names, name__in=wanted).values_list("name", flat=True)
     )
-    emails = OutboxWriter(
-        config,
-        list({event.user_id: users[event.user_id] for event in events}.values()),
-        event_ids=[event.pk for event in events],
-        campaign=False,
-    )
-    rows = [
-        emails.queue(
-            definition, users[event.user_id], EmailOrigin.transaction_event(definition.name, event)
-        )
+    sending = [
+        (definition, event, EmailOrigin.transaction_event(definition.name, event))
         for event in events
         for definition in definitions[event.name]
         if definition.name in pushed
+    ]
+    if not sending:
+        return []
+    # The rows stored before are looked up by their unique keys: by event id, a few hundred ids
+    # made MariaDB estimate from its statistics and read the whole outbox for each batch.
+    emails = OutboxWriter(
+        config,
+        list({event.user_id: users[event.user_id] for _, event, _ in sending}.values()),
+        keys=[origin.key for _, _, origin in sending],
+        campaign=False,
+    )
+    rows = [
+        emails.queue(definition, users[event.user_id], origin)
+        for definition, event, origin in sending
     ]
     emails.deliver_after_commit()
     return rows
