@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 
 from django.conf import settings
-from django.db import OperationalError, connection, transaction
+from django.db import OperationalError, transaction
 from django.db.models import Q
 from django.utils import timezone
 
@@ -24,7 +24,7 @@ from delivery.models import OutboxEmail
 from delivery.outbox import EmailOrigin, OutboxWriter
 from segflow.attributes import AttributeView
 from segflow.config import CampaignDef, Config, ConfigError, user_zone
-from segflow.db import insert_rows, lock_users
+from segflow.db import insert_rows, lock_users, update_rows
 from segflow.models import Event, User
 from segflow.users import mark_attributes_changed
 from segflow.versions import config_of
@@ -431,21 +431,8 @@ def _pinned_flow(
 
 
 def _save_cursors(cursors: list[Cursor]) -> None:
-    """One plain UPDATE per cursor, sent as a batch (Django's bulk_update builds a CASE per
-    field and cursor, and costs more than the statements it saves)."""
-    fields = [Cursor._meta.get_field(name) for name in CURSOR_FIELDS]
-    quote = connection.ops.quote_name
-    sql = (
-        f"UPDATE {quote(Cursor._meta.db_table)} SET "
-        + ", ".join(f"{quote(f.column)} = %s" for f in fields)
-        + f" WHERE {quote(Cursor._meta.pk.column)} = %s"
-    )
-    rows = [
-        [f.get_db_prep_save(getattr(cursor, f.attname), connection) for f in fields] + [cursor.pk]
-        for cursor in cursors
-    ]
-    with connection.cursor() as db:
-        db.executemany(sql, rows)
+    """The batch's cursors, locked, in one statement where the database allows it."""
+    update_rows(cursors, CURSOR_FIELDS)
     tallies.note_saved(cursors)
 
 

@@ -18,6 +18,7 @@ from django.db import DatabaseError, connection
 from django.db.backends.signals import connection_created
 from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Lookup
+from django.db.models.constants import OnConflict
 from django.db.models.fields.related import ForeignObject
 from django.dispatch import receiver
 
@@ -242,6 +243,49 @@ def insert_rows(rows: Sequence[Model]) -> None:
             for row, pk in zip(chunk, ids, strict=True):
                 row.pk = pk
                 row._state.adding, row._state.db = False, connection.alias
+
+
+def update_rows(rows: Sequence[Model], field_names: Sequence[str]) -> None:
+    """Write the named fields of rows that exist and that this transaction has locked.
+
+    On MySQL and MariaDB in one statement: an INSERT of the whole rows that, each meeting its
+    own primary key first, updates the named fields instead (a batch of 50 cursors took 50
+    UPDATEs, each a round trip and a third of all the statements of a welcome email). Elsewhere
+    one UPDATE per row, sent as a batch: SQLite has no round trip to save, and its upsert would
+    fail, not update, on a row that also meets another unique key.
+    """
+    if not rows:
+        return
+    meta = type(rows[0])._meta
+    quote = connection.ops.quote_name
+    table, pk = quote(meta.db_table), meta.pk
+    named = [meta.get_field(name) for name in field_names]
+    with connection.cursor() as cursor:
+        if connection.vendor != "mysql":
+            sql = (
+                f"UPDATE {table} SET {', '.join(f'{quote(f.column)} = %s' for f in named)} "
+                f"WHERE {quote(pk.column)} = %s"
+            )
+            values = [
+                [f.get_db_prep_save(getattr(row, f.attname), connection) for f in named] + [row.pk]
+                for row in rows
+            ]
+            cursor.executemany(sql, values)
+            return
+        fields = [f for f in meta.concrete_fields if not f.generated]
+        row_marks = f"({placeholders(len(fields))})"
+        # (Django's own words for "the value the row came with", MySQL's and MariaDB's.)
+        updates = connection.ops.on_conflict_suffix_sql(
+            fields, OnConflict.UPDATE, [f.column for f in named], [pk.column]
+        )
+        sql = (
+            f"INSERT INTO {table} ({', '.join(quote(f.column) for f in fields)}) "
+            f"VALUES {', '.join([row_marks] * len(rows))} {updates}"
+        )
+        values = [
+            f.get_db_prep_save(getattr(row, f.attname), connection) for row in rows for f in fields
+        ]
+        cursor.execute(sql, values)
 
 
 def _prepared_values(rows: Sequence[Model], fields: list) -> list[Any]:
