@@ -212,3 +212,22 @@ def test_the_link_in_a_preview_shows_the_page_and_unsubscribes_nobody(client, we
         assert response.status_code == 200
         assert "This link is from a preview" in response.content.decode()
     assert not Unsubscription.objects.exists()
+
+
+@pytest.mark.parametrize("script_prefix", ["/", "/marketing/"])
+def test_the_link_is_the_path_django_would_reverse_under_any_prefix(settings, script_prefix):
+    # The path around the token is worked out once; the link must still be reverse()'s own.
+    from django.urls import reverse, set_script_prefix
+
+    from delivery.unsubscribe import unsubscribe_url
+
+    settings.SEGFLOW_PUBLIC_URL = "https://mail.example.com"
+    set_script_prefix(script_prefix)
+    try:
+        url = unsubscribe_url("jane", "campaign:welcome:7:0")
+        token = url.split("/")[-2]
+        assert url == "https://mail.example.com" + reverse("delivery:unsubscribe", args=[token])
+        assert url.startswith(f"https://mail.example.com{script_prefix}unsubscribe/")
+        assert signing.loads(token, salt=SALT)["o"] == "campaign:welcome:7:0"
+    finally:
+        set_script_prefix("/")
