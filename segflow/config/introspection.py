@@ -10,6 +10,7 @@ import hashlib
 import inspect
 import textwrap
 from collections.abc import Callable
+from functools import lru_cache
 from typing import Any
 
 
@@ -22,9 +23,17 @@ def positional_arity(fn: Callable) -> int | None:
     return sum(1 for p in signature.parameters.values() if p.kind in kinds)
 
 
+# A template's functions are called for every email, and reading a signature costs more than
+# most of them take to run. (Bounded: each push brings new functions.)
+_cached_arity = lru_cache(maxsize=1024)(positional_arity)
+
+
 def call_with_arity(fn: Callable, *args: Any) -> Any:
     """Call `fn` with as many of `args` as it takes: `lambda user:` and `lambda user, event:`."""
-    arity = positional_arity(fn)
+    try:
+        arity = _cached_arity(fn)
+    except TypeError:  # (a callable that cannot be a dict key)
+        arity = positional_arity(fn)
     return fn(*args[: arity if arity is not None else len(args)])
 
 
