@@ -303,3 +303,29 @@ def test_a_superuser_can_send_an_unknown_email_again_from_the_admin(
     row.refresh_from_db()
     assert row.status == OutboxEmail.Status.SENT and row.attempts == 2
     assert len(postmark.requests) == 2
+
+
+def test_the_senders_address_parsed_once_is_still_each_messages_own():
+    # The sender's address is parsed once per process; every message still says its own, and a
+    # bad one is refused every time, naming the field.
+    from anymail.exceptions import AnymailInvalidAddress
+    from django.core.mail import EmailMessage
+
+    from delivery.providers.postmark import PostmarkBackend
+
+    backend = PostmarkBackend(server_token="token")
+
+    def payload(sender: str, reply_to: list[str]) -> dict:
+        message = EmailMessage("Hi", "Hello", sender, ["ann@example.com"], reply_to=reply_to)
+        return backend.build_message_payload(message, backend.send_defaults).data
+
+    for _ in range(2):
+        first = payload('"Acme, Inc." <hello@acme.test>', ["help@acme.test"])
+        assert (first["From"], first["ReplyTo"]) == (
+            '"Acme, Inc." <hello@acme.test>',
+            "help@acme.test",
+        )
+        other = payload("Other <other@acme.test>", [])
+        assert other["From"] == "Other <other@acme.test>" and "ReplyTo" not in other
+        with pytest.raises(AnymailInvalidAddress, match="from_email"):
+            payload("not an address", [])
