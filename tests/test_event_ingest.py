@@ -560,3 +560,33 @@ def test_segments_read_when_an_event_happened_or_when_it_arrived(api, pushed, wr
         "heard-of-a-purchase-lately",
         "recent-buyers",
     ]
+
+
+def test_has_done_x_as_exists_and_as_distinct_places_users_alike(api, pushed, write_config, clock):
+    """The two ways docs/segments.md shows of "has done X" ("Has done X": write it with EXISTS)."""
+    pushed(
+        write_config(
+            """
+            config = {
+                "templates": {},
+                "segments": {
+                    "buyers": {
+                        "sql": "SELECT u.id FROM users u WHERE EXISTS "
+                        "(SELECT 1 FROM events e WHERE e.user_id = u.id AND e.name = 'purchase')",
+                    },
+                    "buyers-distinct": {
+                        "sql": "SELECT DISTINCT e.user_id AS id FROM events e "
+                        "WHERE e.name = 'purchase'",
+                    },
+                },
+                "campaigns": {},
+            }
+            """
+        )
+    )
+    for user, name, times in (("ann", "purchase", 3), ("bob", "login", 2), ("cat", "purchase", 1)):
+        for _ in range(times):
+            assert send(api, "POST", url(user, events=True), {"name": name}).status_code == 201
+    assert api.get(url("ann")).json()["segments"] == ["buyers", "buyers-distinct"]
+    assert api.get(url("bob")).json()["segments"] == []
+    assert api.get(url("cat")).json()["segments"] == ["buyers", "buyers-distinct"]
