@@ -3,7 +3,7 @@
 
     python3 dev.py          set up and run: API, admin and workers at http://127.0.0.1:8000
     python3 dev.py test     run the whole test suite on SQLite and, at the same time, on
-                            MySQL/MariaDB if one answers: about 11 minutes
+                            MySQL/MariaDB if one answers: about 12 minutes
     python3 dev.py test --sqlite-only     the SQLite pass alone (or SEGFLOW_TEST_SQLITE_ONLY=1)
 
 It keeps a virtual environment in .venv and reinstalls only when pyproject.toml changes.
@@ -37,7 +37,7 @@ REDIS_TEST_URL = os.environ.get("SEGFLOW_TEST_REDIS_URL", "redis://127.0.0.1:637
 CHROMIUM = os.environ.get("SEGFLOW_CHROMIUM", "/usr/bin/chromium")
 # How long each pass of the whole suite takes on a 2-core machine, to say before it starts.
 SQLITE_PASS = "about 6 minutes"
-MYSQL_PASS = "about 11 minutes"
+MYSQL_PASS = "about 12 minutes"
 MYSQL_PASS_WITHOUT_WORKERS = "about 4 minutes"
 WORKERS_TESTS = (
     "6 of them for the tests that start a real web server, workers and beat (test_workers.py, "

@@ -46,7 +46,7 @@ def test_both_passes_and_how_long_each_takes_are_said_first(dev, capsys):
     assert dev.test(["-x"]) == 0
     said = capsys.readouterr().out.splitlines()
     assert said[0].startswith("[segflow] The whole suite runs twice, on SQLite (about 6 minutes)")
-    assert "and on MySQL/MariaDB (about 11 minutes, 6 of them for the tests that" in said[0]
+    assert "and on MySQL/MariaDB (about 12 minutes, 6 of them for the tests that" in said[0]
     assert "both at once" in said[0]
     assert "python3 dev.py test --sqlite-only" in said[0]
     lint, *passes = dev.runs
