@@ -157,7 +157,8 @@ def _parsed_once(addresses: tuple[str, ...], field: str) -> tuple[EmailAddress, 
 
 def _sender_parsed_once(field: str) -> Callable[[Any], list[EmailAddress]]:
     """anymail's parsing of `field`'s addresses, remembered: a config sends every email from the
-    same address, and parsing it took about a twentieth of a campaign email's CPU in a worker."""
+    same address. anymail's address parsing was 6% of a campaign worker's profile, half of it
+    this one address, parsed again for every email."""
 
     def parse(value: Any) -> list[EmailAddress]:
         listed = [value] if isinstance(value, str) else value
