@@ -23,21 +23,24 @@ import logging
 import re
 import threading
 from datetime import UTC, datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 from urllib.parse import urlsplit
 
 import requests
-from cryptography import x509
-from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes
-from cryptography.hazmat.primitives.asymmetric import padding, rsa
 from django.conf import settings
+
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
+# cryptography's x509 and hazmat modules are imported when a message is checked, not with the
+# URLconf: they are about 8 MB in every web and worker process, and most deployments never
+# receive an SNS message.
 
 logger = logging.getLogger(__name__)
 
 # SNS's own hosts, in the commercial and the China partitions (as AWS's own validators check).
 CERTIFICATE_HOST = re.compile(r"^sns\.[a-z0-9-]{3,}\.amazonaws\.com(\.cn)?$")
-HASHES = {"1": hashes.SHA1, "2": hashes.SHA256}
+HASHES = {"1": "SHA1", "2": "SHA256"}
 # The fields each kind of message signs, in this order (a missing optional one is left out).
 SIGNED_FIELDS = {
     "Notification": ("Message", "MessageId", "Subject", "Timestamp", "TopicArn", "Type"),
@@ -91,9 +94,16 @@ def verify(message: Any) -> None:
     except (binascii.Error, ValueError) as exc:
         raise InvalidMessage("Signature: not base64") from exc
     public_key = certificate_key(_certificate_url(message.get("SigningCertURL")))
+    from cryptography.exceptions import InvalidSignature
+    from cryptography.hazmat.primitives import hashes
+    from cryptography.hazmat.primitives.asymmetric import padding
+
     try:
         public_key.verify(
-            signature, signed_text(message).encode(), padding.PKCS1v15(), HASHES[version]()
+            signature,
+            signed_text(message).encode(),
+            padding.PKCS1v15(),
+            getattr(hashes, HASHES[version])(),
         )
     except InvalidSignature:
         raise InvalidMessage(
@@ -176,6 +186,9 @@ def certificate_key(url: str) -> rsa.RSAPublicKey:
         key = _keys.get(url)
     if key is not None:
         return key
+    from cryptography import x509
+    from cryptography.hazmat.primitives.asymmetric import rsa
+
     try:
         certificate = x509.load_pem_x509_certificate(fetch_certificate(url))
     except ValueError as exc:
