@@ -7,10 +7,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 from pathlib import Path
 
-import css_inline
-import inscriptis
 from django.template import Context, Engine, Template
-from inscriptis.model.config import ParserConfig
 
 from segflow.attributes import AttributeView, event_values, user_values
 from segflow.config import EmailContentDef, call_with_arity
@@ -102,17 +99,29 @@ def check_template(content: EmailContentDef, base_dir: Path) -> None:
         raise RenderError(f"{content.name!r} does not compile: {exc}") from exc
 
 
-# One inliner for the process: it keeps @media rules in a <style> block (inline styles cannot hold
-# them) and never fetches stylesheets from the network.
-_INLINER = css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
-_TEXT_CONFIG = ParserConfig(display_links=True, display_images=False)
+# css_inline, inscriptis and its lxml are imported on the first email a process renders: they are
+# about 10 MB, and the web processes and a worker's parent process never render one.
+@lru_cache(maxsize=1)
+def _inliner():
+    """One inliner for the process: it keeps @media rules in a <style> block (inline styles
+    cannot hold them) and never fetches stylesheets from the network."""
+    import css_inline
+
+    return css_inline.CSSInliner(keep_at_rules=True, load_remote_stylesheets=False)
+
+
+@lru_cache(maxsize=1)
+def _text_config():
+    from inscriptis.model.config import ParserConfig
+
+    return ParserConfig(display_links=True, display_images=False)
 
 
 def inline_css(html: str) -> str:
     """Move the rules of the HTML's <style> blocks into style attributes, as mail clients need."""
     if "<style" not in html.lower():
         return html  # nothing to inline; leave hand-written fragments as they are
-    return _INLINER.inline(html)
+    return _inliner().inline(html)
 
 
 def add_unsubscribe_footer(html: str, url: str) -> str:
@@ -131,7 +140,9 @@ def html_to_text(html: str) -> str:
     """A readable plain-text part for an HTML email (hidden preview text left out)."""
     if not html.strip():
         return ""
-    text = inscriptis.get_text(html, _TEXT_CONFIG)
+    import inscriptis
+
+    text = inscriptis.get_text(html, _text_config())
     lines = [line.rstrip() for line in text.splitlines()]
     return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
 

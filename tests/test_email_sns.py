@@ -10,10 +10,6 @@ no test reaches Amazon, and the host check runs all the same.
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 
@@ -245,28 +241,3 @@ def test_a_subscription_is_confirmed_only_when_amazon_signed_it(client, sent, mo
     for version in ("1", "2"):
         assert post(client, SNS_SIGNER.sign(subscription(), version=version)).status_code == 200
     assert confirmed == [SNS_TOPIC_ARN, SNS_TOPIC_ARN]
-
-
-def test_a_process_that_never_gets_an_ses_webhook_loads_neither_boto3_nor_x509(tmp_path):
-    # Each is megabytes in every web and worker process (all of them load the URLconf), and
-    # most deployments never receive an SNS message: they are imported on the first one.
-    probe = (
-        "import sys, django; django.setup(); import segflow_project.urls; "
-        "from django.urls import reverse; reverse('admin:index'); "
-        "print(sorted(m for m in ('boto3', 'cryptography.x509') if m in sys.modules))"
-    )
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith(("DATABASE_", "SEGFLOW_"))},
-        "DJANGO_SETTINGS_MODULE": "segflow_project.settings",
-        "DATABASE_URL": f"sqlite:///{tmp_path / 'db.sqlite3'}",
-    }
-    done = subprocess.run(
-        [sys.executable, "-c", probe],
-        cwd=Path(__file__).resolve().parent.parent,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=120,
-    )
-    assert done.returncode == 0, done.stderr
-    assert done.stdout.strip() == "[]"
