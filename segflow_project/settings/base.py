@@ -161,8 +161,8 @@ SEGFLOW_WAIT_FOR_ADDRESS_RETRY_SECONDS = env.int(
 SEGFLOW_BATCH_SIZE = env.int("SEGFLOW_BATCH_SIZE", default=50)
 # Events and users waiting for evaluation are drained by workers this many at a time, for at most
 # this long per task before the task hands the rest to the next one. A batch holds its users while
-# it runs, and batched writes for them wait: 250 against 500 took about 20% more batched events a
-# second on the benchmark, and processed nearly as many (docs/commands.md).
+# it runs, and batched writes for them wait: on the benchmark, 250 against 500 took batched events
+# faster and processed nearly as many (docs/commands.md).
 SEGFLOW_DRAIN_BATCH_SIZE = env.int("SEGFLOW_DRAIN_BATCH_SIZE", default=250)
 SEGFLOW_DRAIN_SECONDS = env.float("SEGFLOW_DRAIN_SECONDS", default=2.0)
 # A drain of events also takes the later events of the users it claimed, from among this many
