@@ -29,12 +29,11 @@ from urllib.parse import urlsplit
 import requests
 from django.conf import settings
 
-if TYPE_CHECKING:
-    from cryptography.hazmat.primitives.asymmetric import rsa
-
 # cryptography's x509 and hazmat modules are imported when a message is checked, not with the
 # URLconf: they are about 8 MB in every web and worker process, and most deployments never
 # receive an SNS message.
+if TYPE_CHECKING:
+    from cryptography.hazmat.primitives.asymmetric import rsa
 
 logger = logging.getLogger(__name__)
 
