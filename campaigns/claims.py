@@ -14,6 +14,8 @@ from django.conf import settings
 from django.db import transaction
 from django.db.models import Case, F, Q, Value, When
 
+from segflow.db import update_through_index
+
 from .models import Cursor
 
 
@@ -34,7 +36,9 @@ def claim_due_cursors(now: datetime, limit: int = 500) -> list[int]:
             .values_list("pk", flat=True)[:limit]
         )
         if ids:
-            Cursor.objects.filter(pk__in=ids).update(claimed_until=now + lease)
+            update_through_index(
+                Cursor.objects.filter(pk__in=ids), "PRIMARY", claimed_until=now + lease
+            )
     return ids
 
 
@@ -64,7 +68,9 @@ def _claim_to_run_now(now: datetime, **which) -> list[int]:
     ids = list(unclaimed.values_list("pk", flat=True))
     if ids:
         lease = timedelta(seconds=settings.SEGFLOW_CLAIM_LEASE_SECONDS)
-        Cursor.objects.filter(pk__in=ids).update(
+        update_through_index(
+            Cursor.objects.filter(pk__in=ids),
+            "PRIMARY",
             claimed_until=now + lease,
             due_at=Case(When(due_at__gt=now, then=Value(now)), default=F("due_at")),
         )
@@ -75,6 +81,5 @@ def release(cursor_ids: list[int]) -> None:
     """Give up the claims on cursors that could not be handed out, so the next tick claims them
     again at once. (A cursor that ran meanwhile has no claim left; this changes nothing then.)"""
     if cursor_ids:
-        Cursor.objects.filter(pk__in=cursor_ids, claimed_until__isnull=False).update(
-            claimed_until=None
-        )
+        unreleased = Cursor.objects.filter(pk__in=cursor_ids, claimed_until__isnull=False)
+        update_through_index(unreleased, "PRIMARY", claimed_until=None)

@@ -20,6 +20,7 @@ from django.db.backends.utils import CursorWrapper
 from django.db.models import Field, Lookup
 from django.db.models.constants import OnConflict
 from django.db.models.fields.related import ForeignObject
+from django.db.models.sql import UpdateQuery
 from django.dispatch import receiver
 
 if TYPE_CHECKING:
@@ -118,6 +119,33 @@ def rows_through_index(queryset: QuerySet, index: str) -> list[tuple]:
     with connection.cursor() as cursor:
         cursor.execute(hinted, params)
         return cursor.fetchall()
+
+
+def update_through_index(queryset: QuerySet, index: str, **values: Any) -> int:
+    """`queryset.update(**values)`, finding its rows through this index on MySQL/MariaDB; the
+    number of rows matched.
+
+    An UPDATE locks every row it reads on its way. Given `id IN (...)` for a fifth of a small
+    table, MariaDB reads the whole primary key instead of looking the ids up, and so waits on
+    rows other claimers hold while they wait on its own: a claim that names its rows' index
+    reads (and locks) only those."""
+    if connection.vendor != "mysql":
+        return queryset.update(**values)
+    query = queryset.query.chain(UpdateQuery)
+    query.add_update_values(values)
+    query.clear_ordering(force=True)
+    sql, params = query.get_compiler(queryset.db).as_sql()
+    table = connection.ops.quote_name(queryset.model._meta.db_table)
+    hinted = sql.replace(
+        f"UPDATE {table} SET",
+        f"UPDATE {table} FORCE INDEX ({connection.ops.quote_name(index)}) SET",
+        1,
+    )
+    if hinted == sql:
+        raise DatabaseError(f"cannot name an index in this UPDATE: {sql[:80]}")
+    with connection.cursor() as cursor:
+        cursor.execute(hinted, params)
+        return cursor.rowcount
 
 
 def lock_queued(model: type[Model], ids: Sequence[int], index: str, queued: str) -> list[int]:

@@ -24,7 +24,7 @@ from segments.models import Segment
 from transactions.services import send_transactions
 
 from .config import Config, SegmentDef
-from .db import lock_queued, lock_users, rows_through_index
+from .db import lock_queued, lock_users, rows_through_index, update_through_index
 from .dispatch import drain_started, enqueue, enqueue_in_batches, ring_again, ring_all
 from .live_config import live_config
 from .models import QUEUE_INDEX, Event, User
@@ -156,7 +156,8 @@ def _process_events(event_ids: list[int], config: Config, now: datetime) -> list
     if rest:
         _evaluate_users(rest, config, now, attributes=False, events=True)
     done = [event.pk for event in events]
-    Event.objects.filter(pk__among=done).update(processed_at=now)
+    # (Each row was locked through the queue's index: looked up again by id, no other row is.)
+    update_through_index(Event.objects.filter(pk__among=done), "PRIMARY", processed_at=now)
     return done
 
 

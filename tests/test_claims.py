@@ -4,7 +4,7 @@ import threading
 from collections import Counter
 
 import pytest
-from django.db import close_old_connections, connection
+from django.db import close_old_connections, connection, transaction
 from django.utils import timezone
 
 from campaigns.claims import claim_due_cursors
@@ -80,6 +80,47 @@ def test_concurrent_claims_hand_out_each_due_cursor_once(due_cursors):
             break
     assert len(ids) == 300
     assert set(ids.values()) == {1}
+
+
+def test_a_claim_skips_a_cursor_another_claimer_holds_without_waiting(due_cursors):
+    held, done = threading.Event(), threading.Event()
+    last = Cursor.objects.order_by("-pk").values_list("pk", flat=True)[0]
+
+    def hold(n: int) -> None:
+        with transaction.atomic():
+            Cursor.objects.select_for_update().filter(pk=last).get()
+            held.set()
+            done.wait(timeout=30)
+
+    holder = threading.Thread(target=in_threads, args=(1, hold))
+    holder.start()
+    try:
+        assert held.wait(timeout=10)
+        with connection.cursor() as cursor:
+            cursor.execute("SET SESSION innodb_lock_wait_timeout = 1")
+        claimed = claim_due_cursors(timezone.now(), limit=300)
+    finally:
+        done.set()
+        holder.join()
+    assert len(claimed) == 299
+    assert last not in claimed
+    assert Cursor.objects.filter(claimed_until__isnull=False).count() == 299
+
+
+def test_a_claim_reads_only_the_cursors_it_claims(due_cursors):
+    # When the claim's UPDATE found its 60 rows of 300 by reading the whole table, it locked
+    # each row on the way; two claimers reading at once could each wait for the other's rows
+    # and one was rolled back as a deadlock (the concurrent test above, now and then).
+    def rows_read() -> int:
+        with connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Handler_read%%'")
+            return sum(int(value) for _, value in cursor.fetchall())
+
+    before = rows_read()
+    claimed = claim_due_cursors(timezone.now(), limit=60)
+    assert len(claimed) == 60
+    # The due index read once for the 60 it claims, then each of those looked up once.
+    assert rows_read() - before <= 2 * 60 + 2
 
 
 def test_concurrent_workers_advancing_the_same_cursors_send_each_step_once(due_cursors):
