@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import statistics
 import sys
 import tempfile
@@ -16,6 +17,15 @@ sys.path.insert(0, str(ROOT))
 from tests.deployment import Deployment  # noqa: E402
 
 __all__ = ["Deployment", "ROOT", "django_here", "percentile", "scratch_dir", "summary"]
+
+
+def _exit_on_sigterm(signum, frame) -> None:
+    raise SystemExit(128 + signum)
+
+
+# The deployment's processes lead process groups of their own, so a `kill` of the benchmark does
+# not reach them: on SIGTERM it unwinds as on Ctrl-C, and its `finally` stops what it started.
+signal.signal(signal.SIGTERM, _exit_on_sigterm)
 
 
 def percentile(values: list[float], p: float) -> float:
