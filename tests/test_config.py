@@ -186,3 +186,28 @@ def test_a_template_file_outside_the_config_folder_is_refused(write_config):
         write_config(
             "config = {'templates': {'hi': {'subject': 'Hi', 'html': '../secret.html'}}}\n"
         )
+
+
+def test_template_functions_get_as_many_arguments_as_they_take():
+    from segflow.config import call_with_arity
+
+    class Greeting:  # a callable that cannot be a dict key, so it cannot be cached by arity
+        __hash__ = None
+
+        def __call__(self, user):
+            return f"Hi {user}"
+
+    def subject(user, event=None):
+        return f"{user} bought {event}"
+
+    # The same call site meets functions of each kind, one after another and again.
+    for _ in range(2):
+        assert call_with_arity(lambda user: f"Hi {user}", "ann", "shoes") == "Hi ann"
+        assert call_with_arity(lambda user, event: (user, event), "ann", "shoes") == (
+            "ann",
+            "shoes",
+        )
+        assert call_with_arity(subject, "ann", "shoes") == "ann bought shoes"
+        assert call_with_arity(Greeting(), "ann", "shoes") == "Hi ann"
+        # No signature to read (a builtin): every argument is passed.
+        assert call_with_arity(max, "ann", "bob") == "bob"
