@@ -127,8 +127,8 @@ def update_through_index(queryset: QuerySet, index: str, **values: Any) -> int:
 
     An UPDATE locks every row it reads on its way. Given `id IN (...)` for a fifth of a small
     table, MariaDB reads the whole primary key instead of looking the ids up, and so waits on
-    rows other claimers hold while they wait on its own: a claim that names its rows' index
-    reads (and locks) only those."""
+    rows other transactions hold while they wait on its own: an UPDATE of rows this transaction
+    holds, naming their index, reads (and locks) only those."""
     if connection.vendor != "mysql":
         return queryset.update(**values)
     query = queryset.query.chain(UpdateQuery)
