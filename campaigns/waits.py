@@ -18,6 +18,7 @@ from datetime import datetime
 from django.db.models import F
 
 from segflow.config import Config
+from segflow.db import update_through_index
 from segflow.models import Event
 
 from . import tallies
@@ -64,9 +65,9 @@ def convert_goal_reached(config: Config, names_by_user: dict[str, set[str]], now
             continue
         # A converted cursor keeps the user's place, as a completed one does: no entering again
         # (in a dynamic campaign, until they leave the audience).
-        count = Cursor.objects.filter(
-            pk__in=[pk for pk, _ in rows], status=Cursor.Status.ACTIVE
-        ).update(
+        count = update_through_index(
+            Cursor.objects.filter(pk__in=[pk for pk, _ in rows], status=Cursor.Status.ACTIVE),
+            "PRIMARY",
             status=Cursor.Status.CONVERTED,
             due_at=None,
             ended_at=now,
@@ -97,5 +98,10 @@ def wake_waiting(names_by_user: dict[str, set[str]], now: datetime) -> list[int]
         and "waiting" in result  # not resumed yet (WaitForEvent.is_pending)
     ]
     if woken:
-        Cursor.objects.filter(pk__in=woken, due_at__gt=now).update(due_at=now, updated_at=now)
+        update_through_index(
+            Cursor.objects.filter(pk__in=woken, due_at__gt=now),
+            "PRIMARY",
+            due_at=now,
+            updated_at=now,
+        )
     return woken

@@ -39,6 +39,7 @@ from django.utils import timezone
 
 from segflow.addresses import address_problem, parse_address
 from segflow.config import Config, EmailProviderDef
+from segflow.db import update_through_index
 from segflow.dispatch import enqueue_in_batches
 
 from . import tallies
@@ -552,7 +553,7 @@ def mark_stale_sending(now: datetime) -> int:
         "updated_at": now,
     }
     with transaction.atomic():
-        count = stale.filter(pk__in=ids).update(**changes)
+        count = update_through_index(stale.filter(pk__in=ids), "PRIMARY", **changes)
         if count:  # the rows this update moved: they were in `sending`
             moved = OutboxEmail.objects.filter(pk__in=ids, **changes)
             tallies.note_rows_moved(moved, before={"status": OutboxEmail.Status.SENDING})

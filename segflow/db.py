@@ -134,7 +134,10 @@ def update_through_index(queryset: QuerySet, index: str, **values: Any) -> int:
     query = queryset.query.chain(UpdateQuery)
     query.add_update_values(values)
     query.clear_ordering(force=True)
-    sql, params = query.get_compiler(queryset.db).as_sql()
+    try:
+        sql, params = query.get_compiler(queryset.db).as_sql()
+    except EmptyResultSet:
+        return 0  # (`pk__in=[]`: as `update()` answers it)
     table = connection.ops.quote_name(queryset.model._meta.db_table)
     hinted = sql.replace(
         f"UPDATE {table} SET",

@@ -438,7 +438,7 @@ def sweep(now: datetime) -> int:
     # in `sending` (marked `unknown`, never sent again: see delivery/sending.py).
     sending.mark_stale_sending(now)
     emails = sending.due_retry_ids(now, not_swept_since=before)
-    OutboxEmail.objects.filter(pk__in=emails).update(swept_at=now)
+    update_through_index(OutboxEmail.objects.filter(pk__in=emails), "PRIMARY", swept_at=now)
     # What the broker does not take keeps its mark: a sweep SEGFLOW_SWEEP_AFTER_SECONDS later
     # hands it out again.
     enqueue_in_batches("deliver_emails", emails)
