@@ -244,7 +244,8 @@ def events_phase(
         f"{total / (done_at - started):8.0f} events/s finished; last processed "
         f"{done_at - last_request:.2f} s after the last request; request {summary(latencies)}"
         f"\n    CPU per event: {cpu.per(total)}; pages MariaDB read from disk: "
-        f"{pages_read(deployment) - reads_before:,}; events stored before the phase: {first:,}",
+        f"{pages_read(deployment) - reads_before:,}; events stored before the phase: {first:,}"
+        f"\n    statements per event: {cpu.statements(total)}",
         flush=True,
     )
 
@@ -289,13 +290,34 @@ def wait_resized(deployment: Deployment) -> None:
         time.sleep(0.1)
 
 
+STATEMENT_KINDS = ("select", "insert", "update", "delete", "commit")
+
+
 class CpuShares:
     """CPU time spent by each part from now on: the deployment's processes, the database and
-    Redis, and this process (the load generator, and the Postmark stand-in's threads)."""
+    Redis, and this process (the load generator, and the Postmark stand-in's threads); and the
+    statements the database server ran, by kind (the server's counters: this process's few
+    queries are in them)."""
 
     def __init__(self, deployment: Deployment) -> None:
         self.deployment = deployment
         self.before = self._now()
+        self.statements_before = self._statements()
+
+    def _statements(self) -> dict[str, int]:
+        rows = self.deployment.query(
+            "SHOW GLOBAL STATUS WHERE Variable_name = 'Questions' OR Variable_name IN ({})".format(
+                ", ".join(f"'Com_{kind}'" for kind in STATEMENT_KINDS)
+            )
+        )
+        return {name.lower().removeprefix("com_"): int(value) for name, value in rows}
+
+    def statements(self, units: int) -> str:
+        """Statements per unit, all and by kind."""
+        now = self._statements()
+        spent = {k: now[k] - self.statements_before.get(k, 0) for k in now}
+        kinds = ", ".join(f"{k} {spent.get(k, 0) / units:.1f}" for k in STATEMENT_KINDS)
+        return f"{spent.get('questions', 0) / max(units, 1):.1f} ({kinds})"
 
     def _now(self) -> dict[str, float]:
         return {**self.deployment.cpu_seconds(), "load generator": time.process_time()}
@@ -329,7 +351,8 @@ def users_phase(
         f"  new users, {clients} clients: {created / elapsed:6.0f} users/s accepted, "
         f"{created / (done_at - started):6.0f} users/s finished (evaluated, welcome email at "
         f"the provider); last welcome {done_at - started - elapsed:.2f} s after the last "
-        f"request; request {summary(latencies)}\n    CPU per user: {cpu.per(created)}",
+        f"request; request {summary(latencies)}\n    CPU per user: {cpu.per(created)}; "
+        f"statements per user: {cpu.statements(created)}",
         flush=True,
     )
 
