@@ -407,9 +407,11 @@ def _record(results: list[_Outcome], unsent: list[OutboxEmail]) -> dict[int, str
                 for result in results:
                     _record_one(result, statuses, change)
             if unsent:
-                OutboxEmail.objects.filter(
-                    pk__in=[row.pk for row in unsent], status=OutboxEmail.Status.SENDING
-                ).update(
+                update_through_index(
+                    OutboxEmail.objects.filter(
+                        pk__in=[row.pk for row in unsent], status=OutboxEmail.Status.SENDING
+                    ),
+                    "PRIMARY",
                     status=OutboxEmail.Status.QUEUED,
                     attempts=F("attempts") - 1,
                     updated_at=now,
@@ -595,8 +597,12 @@ def send_again(outbox_ids: list[int]) -> int:
         )
         ids = [row.pk for row in rows]
         changes = {"status": OutboxEmail.Status.QUEUED, "reason": "sent again by hand"}
-        OutboxEmail.objects.filter(pk__in=ids).update(
-            **changes, next_attempt_at=None, updated_at=now
+        update_through_index(
+            OutboxEmail.objects.filter(pk__in=ids),
+            "PRIMARY",
+            **changes,
+            next_attempt_at=None,
+            updated_at=now,
         )
         tallies.note_rows_changed(rows, **changes, updated_at=now)
     transaction.on_commit(lambda: enqueue_in_batches("deliver_emails", ids))

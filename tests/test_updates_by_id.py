@@ -165,3 +165,14 @@ def test_marking_stale_sends_unknown_reads_only_theirs(outbox):
         assert sending.mark_stale_sending(timezone.now()) == PICKED
     assert OutboxEmail.objects.filter(status=OutboxEmail.Status.UNKNOWN).count() == PICKED
     assert reads and max(reads) <= PICKED + 2, reads
+
+
+@mysql_only
+def test_sending_again_by_hand_reads_only_the_emails_chosen(outbox):
+    chosen = the_first(PICKED)
+    OutboxEmail.objects.update(status=OutboxEmail.Status.FAILED, attempts=1)
+    again = r"^UPDATE `outbox` (FORCE INDEX \(`PRIMARY`\) )?SET `status` = %s, `reason` = %s, `next"
+    with rows_read_by(again) as reads:
+        assert sending.send_again(chosen) == PICKED
+    assert reads and max(reads) <= PICKED + 2, reads
+    assert OutboxEmail.objects.filter(status=OutboxEmail.Status.FAILED).count() == USERS - PICKED
