@@ -2,7 +2,7 @@
 """Campaign throughput: seconds from 10,000 users entering a one-email campaign until all 10,000
 emails are accepted by the provider, with one and with two Celery workers, on MariaDB.
 
-    .venv/bin/python bench/campaign.py [--users 10000] [--workers 1 2] [--runs 1]
+    .venv/bin/python bench/campaign.py [--users 10000] [--workers 1 2] [--runs 1] [--env N=V]
 
 The provider is Postmark as production talks to it, anymail's Postmark backend over HTTP,
 pointed at a local stand-in of its API (bench/postmark_standin.py) with POSTMARK_API_URL. The
@@ -44,18 +44,27 @@ def main() -> None:
     parser.add_argument("--users", type=int, default=10_000)
     parser.add_argument("--workers", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--runs", type=int, default=1, help="runs of each worker count")
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="a setting for the production processes (SEGFLOW_BATCH_SIZE=100, ...)",
+    )
     args = parser.parse_args()
+    settings = dict(pair.split("=", 1) for pair in args.env)
     for workers in args.workers:
         for _ in range(args.runs):
-            run(args.users, workers)
+            run(args.users, workers, settings)
 
 
-def run(users: int, workers: int) -> None:
+def run(users: int, workers: int, settings: dict[str, str]) -> None:
     with PostmarkStandIn() as standin:
         env = {
             "SEGFLOW_FORCE_DJANGO_EMAIL_BACKEND": "0",
             "POSTMARK_API_URL": standin.url,
             "POSTMARK_SERVER_TOKEN": "bench-token",
+            **settings,
         }
         deployment = Deployment(scratch_dir(), WITHOUT_CAMPAIGN, concurrency=4, env=env)
         try:
