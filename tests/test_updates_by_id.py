@@ -53,9 +53,9 @@ def rows_read_by(pattern: str) -> Iterator[list[int]]:
     matches = re.compile(pattern).search
 
     def handler_reads(raw_connection) -> int:
-        cursor = raw_connection.cursor()
-        cursor.execute("SHOW SESSION STATUS LIKE 'Handler_read%'")
-        return sum(int(value) for _, value in cursor.fetchall())
+        with raw_connection.cursor() as cursor:
+            cursor.execute("SHOW SESSION STATUS LIKE 'Handler_read%'")
+            return sum(int(value) for _, value in cursor.fetchall())
 
     def measure(execute, sql, params, many, context):
         if not matches(sql):
@@ -63,7 +63,7 @@ def rows_read_by(pattern: str) -> Iterator[list[int]]:
         raw = context["connection"].connection
         first = handler_reads(raw)
         before = handler_reads(raw)
-        own = before - first  # (what reading the counters reads)
+        own = before - first  # (what one reading of the counters adds to them)
         try:
             return execute(sql, params, many, context)
         finally:
